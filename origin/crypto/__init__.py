@@ -1,0 +1,1 @@
+"""Ciphers and key value types. Pure: bytes in, bytes out; no I/O, no asyncio."""

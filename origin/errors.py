@@ -1,0 +1,67 @@
+"""Typed errors shared by every layer.
+
+Each error carries the HTTP status it should become; exactly one place
+(``origin.http.middleware``) turns them into responses, and the licence
+module's own app does the same for its routes.  Messages are short, safe
+to show to a client, and never contain key material or tokens.
+"""
+
+from __future__ import annotations
+
+
+class OriginError(Exception):
+    """Base of every error the origin raises on purpose."""
+
+    status: int = 500
+    reason: str = "internal error"
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.reason
+        super().__init__(self.detail)
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """Extra response headers the status needs (e.g. ``Content-Range`` on 416)."""
+        return None
+
+
+class BadRequest(OriginError):
+    status = 400
+    reason = "bad request"
+
+
+class NotFound(OriginError):
+    status = 404
+    reason = "not found"
+
+
+class Forbidden(OriginError):
+    status = 403
+    reason = "forbidden"
+
+
+class RangeNotSatisfiable(OriginError):
+    status = 416
+    reason = "range not satisfiable"
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"Content-Range": f"bytes */{self.size}"}
+
+
+class MalformedMedia(OriginError):
+    """The source media or manifest cannot be processed (502: the origin's upstream is bad)."""
+
+    status = 502
+    reason = "malformed media"
+
+
+class DependencyUnavailable(OriginError):
+    """A dependency (the licence module) cannot be reached or answered badly."""
+
+    status = 503
+    reason = "dependency unavailable"

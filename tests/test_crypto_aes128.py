@@ -1,0 +1,81 @@
+"""AES-128 whole-segment encryption: NIST vectors, the slow reference, and round trips."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from origin.crypto.aes128 import decrypt_segment, encrypt_segment, padded_size
+from origin.crypto.iv import derive_iv
+from origin.crypto.key import ContentKey
+from tests.reference.aes import cbc_encrypt, encrypt_block, expand_key, hls_aes128_encrypt
+
+# NIST SP 800-38A, F.2.1 CBC-AES128.Encrypt
+NIST_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+NIST_IV = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
+NIST_PLAIN = bytes.fromhex(
+    "6bc1bee22e409f96e93d7e117393172a" "ae2d8a571e03ac9c9eb76fac45af8e51"
+    "30c81c46a35ce411e5fbc1191a0a52ef" "f69f2445df4f9b17ad2b417be66c3710"
+)
+NIST_CIPHER = bytes.fromhex(
+    "7649abac8119b246cee98e9b12e9197d" "5086cb9b507219ee95db113a917678b2"
+    "73bed6b8e3c1743b7116e69e22229516" "3ff1caa1681fac09120eca307586e1a7"
+)
+
+
+def test_reference_matches_fips197_appendix_b() -> None:
+    rk = expand_key(bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c"))
+    out = encrypt_block(rk, bytes.fromhex("3243f6a8885a308d313198a2e0370734"))
+    assert out.hex() == "3925841d02dc09fbdc118597196a0b32"
+
+
+def test_reference_matches_nist_cbc() -> None:
+    assert cbc_encrypt(NIST_KEY, NIST_IV, NIST_PLAIN) == NIST_CIPHER
+
+
+def test_fast_path_matches_nist_cbc() -> None:
+    out = encrypt_segment(NIST_KEY, NIST_IV, NIST_PLAIN)
+    # Whole blocks in, so PKCS#7 appends one full block of 0x10.
+    assert out[:64] == NIST_CIPHER
+    assert len(out) == 80
+    assert decrypt_segment(NIST_KEY, NIST_IV, out) == NIST_PLAIN
+
+
+def test_fast_path_detects_wrong_key() -> None:
+    wrong = bytes(16)
+    assert encrypt_segment(wrong, NIST_IV, NIST_PLAIN)[:64] != NIST_CIPHER
+    with pytest.raises(ValueError):
+        decrypt_segment(wrong, NIST_IV, encrypt_segment(NIST_KEY, NIST_IV, NIST_PLAIN))
+
+
+@settings(max_examples=60, deadline=None)
+@given(key=st.binary(min_size=16, max_size=16), iv=st.binary(min_size=16, max_size=16),
+       data=st.binary(max_size=200))
+def test_fast_path_equals_reference(key: bytes, iv: bytes, data: bytes) -> None:
+    fast = encrypt_segment(key, iv, data)
+    assert fast == hls_aes128_encrypt(key, iv, data)
+    assert len(fast) == padded_size(len(data))
+    assert decrypt_segment(key, iv, fast) == data
+
+
+def test_large_segment_round_trips() -> None:
+    data = bytes(range(256)) * 40000 + b"tail"
+    key, iv = bytes(range(16)), bytes(16)
+    assert decrypt_segment(key, iv, encrypt_segment(key, iv, data)) == data
+
+
+def test_ivs_are_deterministic_and_distinct() -> None:
+    kid = bytes(range(16))
+    a = derive_iv(kid, "aes128", "video/seg-00001.m4s")
+    assert a == derive_iv(kid, "aes128", "video/seg-00001.m4s")
+    assert len(a) == 16
+    assert a != derive_iv(kid, "aes128", "video/seg-00002.m4s")
+    assert a != derive_iv(kid, "cbcs", "video/seg-00001.m4s")
+    assert a != derive_iv(bytes(16), "aes128", "video/seg-00001.m4s")
+
+
+def test_content_key_repr_hides_key() -> None:
+    key = ContentKey(bytes(range(16)), bytes.fromhex("00112233445566778899aabbccddeeff"))
+    assert "00112233445566778899aabbccddeeff" not in repr(key)
+    assert "00112233445566778899aabbccddeeff" not in str(key)
