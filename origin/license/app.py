@@ -1,0 +1,153 @@
+"""The licence module's own aiohttp application.
+
+Routes:
+
+- ``GET /license/aes128/{kid}``: the raw 16-byte AES-128 key for HLS players (proxied to
+  by the origin); every request passes ``PolicyDecisionPoint.decide``.
+- ``GET /internal/v1/assets/{asset}/key``, ``GET /internal/v1/keys/{kid}``: the internal
+  API the origin's ``KeyClient`` uses; ``Authorization: Bearer <internal token>``.
+  The origin proxies ``/license/…`` only, so these are not reachable through it.
+- ``GET /healthz``.
+
+The keystore is opened in a ``cleanup_ctx`` and every call to it runs in the default
+executor.  Serve the app with ``access_log_class=LicenseAccessLogger`` (as
+``origin.license.server`` does) so query-string tokens stay out of the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+from collections.abc import AsyncIterator, Callable
+from typing import ParamSpec, TypeVar
+
+from aiohttp import hdrs, web
+
+from origin.crypto.key import ContentKey
+from origin.errors import Forbidden, NotFound
+from origin.license.keystore import Keystore, StoredKey
+from origin.license.kid import parse_kid_strict
+from origin.license.middleware import error_middleware
+from origin.license.policy import KeyRequest, KeySystem, PolicyDecisionPoint
+from origin.license.settings import LicenseSettings
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+SETTINGS_KEY = web.AppKey("license_settings", LicenseSettings)
+KEYSTORE_KEY = web.AppKey("license_keystore", Keystore)
+POLICY_KEY = web.AppKey("license_policy", PolicyDecisionPoint)
+
+NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
+
+
+def build_license_app(
+    settings: LicenseSettings, *, policy: PolicyDecisionPoint | None = None
+) -> web.Application:
+    """Build the licence app.  Nothing is opened until the app starts (``cleanup_ctx``)."""
+    app = web.Application(middlewares=[error_middleware])
+    app[SETTINGS_KEY] = settings
+    app[POLICY_KEY] = policy if policy is not None else PolicyDecisionPoint()
+    app.cleanup_ctx.append(_keystore_context)
+    app.router.add_get("/license/aes128/{kid}", aes128_key)
+    app.router.add_get("/internal/v1/assets/{asset}/key", internal_asset_key)
+    app.router.add_get("/internal/v1/keys/{kid}", internal_key)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def _keystore_context(app: web.Application) -> AsyncIterator[None]:
+    """Open the keystore (in the executor) for the app's lifetime; fails startup on a bad KEK."""
+    settings = app[SETTINGS_KEY]
+    keystore = await run_blocking(Keystore.open, settings.db_path, settings.kek)
+    app[KEYSTORE_KEY] = keystore
+    try:
+        yield
+    finally:
+        await run_blocking(keystore.close)
+
+
+async def run_blocking(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a blocking call (SQLite, files) in the loop's default executor."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+
+async def aes128_key(request: web.Request) -> web.Response:
+    """The AES-128 key (16 raw bytes) for an HLS key URI, if the policy allows it."""
+    kid = _kid_param(request)
+    stored = await run_blocking(request.app[KEYSTORE_KEY].get, kid)
+    if stored is None:
+        raise NotFound("unknown key id")
+    decision = request.app[POLICY_KEY].decide(
+        KeyRequest(
+            kid=kid,
+            asset=stored.record.asset,
+            key_system=KeySystem.AES128,
+            token=_player_token(request),
+        )
+    )
+    if not decision.allowed:
+        raise Forbidden(decision.reason)
+    return web.Response(
+        body=stored.key.key, content_type="application/octet-stream", headers=NO_STORE
+    )
+
+
+async def internal_asset_key(request: web.Request) -> web.Response:
+    """The key the origin encrypts an asset with; created on first use.  Internal API."""
+    _require_internal_token(request)
+    key = await run_blocking(request.app[KEYSTORE_KEY].active_key, request.match_info["asset"])
+    return web.json_response(_key_json(key), headers=NO_STORE)
+
+
+async def internal_key(request: web.Request) -> web.Response:
+    """A key by id, with its asset.  Internal API."""
+    _require_internal_token(request)
+    kid = _kid_param(request)
+    stored: StoredKey | None = await run_blocking(request.app[KEYSTORE_KEY].get, kid)
+    if stored is None:
+        raise NotFound("unknown key id")
+    body = _key_json(stored.key) | {"asset": stored.record.asset}
+    return web.json_response(body, headers=NO_STORE)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, if there is one."""
+    header = request.headers.get(hdrs.AUTHORIZATION, "")
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _kid_param(request: web.Request) -> bytes:
+    return parse_kid_strict(request.match_info["kid"])
+
+
+def _player_token(request: web.Request) -> str | None:
+    return bearer_token(request) or request.query.get("token") or None
+
+
+def _require_internal_token(request: web.Request) -> None:
+    """Raise 401 unless the request carries the internal token (constant-time compare)."""
+    presented = bearer_token(request)
+    expected = request.app[SETTINGS_KEY].internal_token
+    if presented is None or not hmac.compare_digest(
+        presented.encode("utf-8", "surrogateescape"), expected.encode("utf-8")
+    ):
+        raise web.HTTPUnauthorized(
+            text='{"error": "unauthorized"}',
+            content_type="application/json",
+            headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="origin-license"', **NO_STORE},
+        )
+
+
+def _key_json(key: ContentKey) -> dict[str, str]:
+    return {"kid": key.kid_hex, "key": key.key.hex()}

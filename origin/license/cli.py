@@ -1,0 +1,155 @@
+"""Command-line commands of the licence module: ``license serve`` and ``keys …``.
+
+The main CLI registers them with ``add_license_commands(sub)``; each handler takes
+the parsed arguments and returns an exit status.  Key bytes are never printed:
+``keys`` commands show key ids (UUID form), assets, creation times and state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from origin.errors import OriginError
+from origin.license.keystore import KeyRecord, Keystore, KeystoreError
+from origin.license.kid import parse_kid_strict
+from origin.license.server import run_license_server
+from origin.license.settings import LicenseSettings, load_internal_token, load_kek
+
+DB_FILE = "keys.sqlite"
+DEFAULT_STATE_DIR = Path("var")
+
+
+def add_license_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the ``license`` and ``keys`` subcommands on the main parser's subparsers."""
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="directory of the keystore (keys.sqlite) and the development KEK (default ./var)",
+    )
+    store.add_argument(
+        "--kek-file",
+        type=Path,
+        default=None,
+        help="file holding the key-encryption key (default: $ORIGIN_KEK, else <state-dir>/kek)",
+    )
+
+    license_parser = sub.add_parser("license", help="the licence module")
+    license_sub = license_parser.add_subparsers(dest="license_command", required=True)
+    serve = license_sub.add_parser(
+        "serve",
+        parents=[store],
+        help="run the licence module alone (needs $ORIGIN_LICENSE_TOKEN)",
+    )
+    serve.add_argument("--host", default=None, help="TCP host (default 127.0.0.1)")
+    listen = serve.add_mutually_exclusive_group()
+    listen.add_argument("--port", type=int, default=None, help="TCP port (default 8081)")
+    listen.add_argument("--socket", default=None, help="listen on this Unix socket (mode 0600)")
+    serve.set_defaults(func=serve_license)
+
+    keys_parser = sub.add_parser("keys", help="inspect and rotate content keys")
+    keys_sub = keys_parser.add_subparsers(dest="keys_command", required=True)
+    list_parser = keys_sub.add_parser("list", parents=[store], help="list key records")
+    list_parser.add_argument("--asset", default=None, help="only this asset's keys")
+    list_parser.set_defaults(func=list_keys)
+    show = keys_sub.add_parser("show", parents=[store], help="show one key record")
+    show.add_argument("kid", help="key id, 32 hex digits or UUID form")
+    show.set_defaults(func=show_key)
+    rotate = keys_sub.add_parser("rotate", parents=[store], help="give an asset a new active key")
+    rotate.add_argument("asset")
+    rotate.set_defaults(func=rotate_key)
+
+
+def serve_license(args: argparse.Namespace) -> int:
+    """``license serve``: run the licence module until SIGTERM/SIGINT."""
+    if args.socket is not None and args.host is not None:
+        return _fail("--host cannot be combined with --socket")
+    state_dir: Path = args.state_dir
+    try:
+        token = load_internal_token(os.environ)
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        kek = load_kek(env=os.environ, kek_file=args.kek_file, state_dir=state_dir)
+    except (ValueError, OSError) as exc:
+        return _fail(str(exc))
+    settings = LicenseSettings(db_path=state_dir / DB_FILE, kek=kek, internal_token=token)
+    try:
+        run_license_server(settings, host=args.host, port=args.port, unix_path=args.socket)
+    except (KeystoreError, OSError, ValueError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def list_keys(args: argparse.Namespace) -> int:
+    """``keys list [--asset A]``: one line per key, no key bytes."""
+    try:
+        with _open_existing(args) as keystore:
+            records = keystore.records(args.asset)
+    except (KeystoreError, OriginError, ValueError) as exc:
+        return _fail(str(exc))
+    _print_records(records)
+    return 0
+
+
+def show_key(args: argparse.Namespace) -> int:
+    """``keys show KID``: the record of one key, no key bytes."""
+    try:
+        kid = parse_kid_strict(args.kid)
+        with _open_existing(args) as keystore:
+            stored = keystore.get(kid)
+    except (KeystoreError, OriginError, ValueError) as exc:
+        return _fail(str(exc))
+    if stored is None:
+        return _fail(f"no key with id {kid.hex()}")
+    _print_records([stored.record])
+    return 0
+
+
+def rotate_key(args: argparse.Namespace) -> int:
+    """``keys rotate ASSET``: a new active key; old keys stay for content encrypted with them."""
+    state_dir: Path = args.state_dir
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        kek = load_kek(env=os.environ, kek_file=args.kek_file, state_dir=state_dir)
+        with Keystore.open(state_dir / DB_FILE, kek) as keystore:
+            record = keystore.rotate(args.asset)
+    except (KeystoreError, OriginError, ValueError, OSError) as exc:
+        return _fail(str(exc))
+    _print_records([record])
+    return 0
+
+
+def _open_existing(args: argparse.Namespace) -> Keystore:
+    """Open the keystore of ``--state-dir``; refuse to create one for a read-only command."""
+    state_dir: Path = args.state_dir
+    db_path = state_dir / DB_FILE
+    if not db_path.is_file():
+        raise KeystoreError(f"no keystore at {db_path}")
+    kek = load_kek(env=os.environ, kek_file=args.kek_file, state_dir=state_dir)
+    return Keystore.open(db_path, kek)
+
+
+def _print_records(records: Sequence[KeyRecord]) -> None:
+    header = ("kid", "asset", "created", "active")
+    rows = [header] + [
+        (
+            r.kid_uuid,
+            r.asset,
+            r.created_at.isoformat(timespec="seconds"),
+            "yes" if r.active else "no",
+        )
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1

@@ -1,0 +1,329 @@
+"""The content-key store: one SQLite file holding content keys wrapped under the KEK.
+
+Synchronous and blocking (stdlib ``sqlite3``): async callers run every method in
+an executor.  One connection per ``Keystore``, guarded by a lock, so a keystore
+may be shared by threads; several processes (the server and the ``keys`` CLI)
+may open the same file, and write transactions (``BEGIN IMMEDIATE``) serialise
+them.  Every key is committed with ``synchronous=FULL`` before a method returns
+it, so a key that has been handed out (and used to encrypt content) survives a
+crash.
+
+Only wrapped keys are stored.  The ``meta`` table holds the schema version and a
+KEK check value, so opening the file with the wrong KEK fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from origin.crypto.key import KEY_SIZE, KID_SIZE, ContentKey
+from origin.crypto.keywrap import KEK_SIZES, KeyUnwrapError, unwrap_key, wrap_key
+from origin.errors import BadRequest
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 10.0
+# A fixed block wrapped under the KEK when the store is created; unwrapping it on
+# open proves the configured KEK is the one the keys were wrapped with.
+_KEK_CHECK_BLOCK = b"origin-kek-check"
+_ASSET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS meta (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS content_keys (
+        kid BLOB PRIMARY KEY,
+        asset TEXT NOT NULL,
+        wrapped_key BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        active INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS content_keys_asset ON content_keys(asset)",
+    # At most one active key per asset, whatever a caller does.
+    """
+    CREATE UNIQUE INDEX IF NOT EXISTS content_keys_one_active
+        ON content_keys(asset) WHERE active = 1
+    """,
+)
+
+
+class KeystoreError(Exception):
+    """The keystore cannot be used: wrong KEK, unknown schema, corrupt file or row."""
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What is known about a stored key, without the key itself."""
+
+    kid: bytes
+    asset: str
+    created_at: datetime
+    active: bool
+
+    @property
+    def kid_hex(self) -> str:
+        return self.kid.hex()
+
+    @property
+    def kid_uuid(self) -> str:
+        return str(uuid.UUID(bytes=self.kid))
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """A stored key: its record and the unwrapped key (``ContentKey`` hides it in reprs)."""
+
+    record: KeyRecord
+    key: ContentKey
+
+
+def validate_asset(asset: str) -> str:
+    """Return ``asset`` if it is a valid asset name, else raise ``BadRequest``."""
+    if not isinstance(asset, str) or _ASSET_RE.fullmatch(asset) is None:
+        raise BadRequest("invalid asset name")
+    return asset
+
+
+class Keystore:
+    """A SQLite file of wrapped content keys.  Blocking; thread-safe."""
+
+    __slots__ = ("_conn", "_kek", "_lock", "_path")
+
+    def __init__(self, path: Path, kek: bytes, conn: sqlite3.Connection) -> None:
+        """Use ``Keystore.open``; this wraps an already checked connection."""
+        self._path = path
+        self._kek = kek
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Keystore(path={str(self._path)!r})"
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @classmethod
+    def open(cls, path: Path, kek: bytes) -> Keystore:
+        """Open (creating if missing) the keystore at ``path`` and check ``kek`` against it.
+
+        The file is created with mode 0600.  Raises ``KeystoreError`` if the KEK is not
+        the one the store was created with, the schema version is unknown, or the file
+        is not a keystore.  Blocking.
+        """
+        if len(kek) not in KEK_SIZES:
+            raise KeystoreError("key-encryption key must be 16, 24 or 32 bytes")
+        try:
+            if not path.exists():
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            conn = sqlite3.connect(
+                path,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,  # autocommit; transactions are explicit
+                check_same_thread=False,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise KeystoreError(f"cannot open keystore {path}: {exc}") from None
+        try:
+            _prepare(conn, kek)
+        except KeystoreError:
+            conn.close()
+            raise
+        except sqlite3.Error as exc:
+            conn.close()
+            raise KeystoreError(f"cannot open keystore {path}: {exc}") from None
+        return cls(path, kek, conn)
+
+    def close(self) -> None:
+        """Close the connection; idempotent.  Later calls raise ``KeystoreError``."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def active_key(self, asset: str) -> ContentKey:
+        """Return the asset's active key, creating (and committing) it on first use.
+
+        Concurrent first calls, from threads or processes, return the same key: the
+        check-and-insert runs in one ``BEGIN IMMEDIATE`` transaction.  Blocking.
+        """
+        validate_asset(asset)
+        with self._connection() as conn:
+            row = _active_row(conn, asset)
+            if row is None:
+                with _write_transaction(conn):
+                    row = _active_row(conn, asset)
+                    if row is None:
+                        row = _insert_key(conn, self._kek, asset)
+            return self._unwrap(row[0], row[1])
+
+    def get(self, kid: bytes) -> StoredKey | None:
+        """Return the key with this id and its record, or ``None`` if unknown.  Blocking."""
+        if len(kid) != KID_SIZE:
+            return None
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT kid, asset, created_at, active, wrapped_key FROM content_keys"
+                " WHERE kid = ?",
+                (kid,),
+            ).fetchone()
+        if row is None:
+            return None
+        record = _record(row)
+        return StoredKey(record=record, key=self._unwrap(record.kid, row[4]))
+
+    def records(self, asset: str | None = None) -> list[KeyRecord]:
+        """Return key records (no key bytes), oldest first, for one asset or all.  Blocking."""
+        query = "SELECT kid, asset, created_at, active FROM content_keys"
+        params: tuple[str, ...] = ()
+        if asset is not None:
+            validate_asset(asset)
+            query += " WHERE asset = ?"
+            params = (asset,)
+        query += " ORDER BY asset, rowid"
+        with self._connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [_record(row) for row in rows]
+
+    def rotate(self, asset: str) -> KeyRecord:
+        """Make a new active key for the asset and return its record.
+
+        Older keys stay, inactive, so content already encrypted with them still
+        plays.  Committed before returning.  Blocking.
+        """
+        validate_asset(asset)
+        with self._connection() as conn, _write_transaction(conn):
+            conn.execute(
+                "UPDATE content_keys SET active = 0 WHERE asset = ? AND active = 1", (asset,)
+            )
+            kid, _ = _insert_key(conn, self._kek, asset)
+            row = conn.execute(
+                "SELECT kid, asset, created_at, active FROM content_keys WHERE kid = ?",
+                (kid,),
+            ).fetchone()
+        log.info("rotated key for asset %s: new kid %s", asset, kid.hex())
+        return _record(row)
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._conn is None:
+                raise KeystoreError("keystore is closed")
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise KeystoreError(f"keystore {self._path}: {exc}") from None
+
+    def _unwrap(self, kid: bytes, wrapped: bytes) -> ContentKey:
+        try:
+            key = unwrap_key(self._kek, wrapped)
+        except KeyUnwrapError:
+            raise KeystoreError(f"stored key {kid.hex()} does not unwrap under the KEK") from None
+        if len(key) != KEY_SIZE:
+            raise KeystoreError(f"stored key {kid.hex()} has the wrong size")
+        return ContentKey(kid=kid, key=key)
+
+
+def _prepare(conn: sqlite3.Connection, kek: bytes) -> None:
+    """Set pragmas, create the schema if missing, check version and KEK."""
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise KeystoreError(f"keystore cannot use WAL journal mode (got {mode})")
+    conn.execute("PRAGMA synchronous=FULL")
+    with _write_transaction(conn):
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        if not meta:
+            conn.executemany(
+                "INSERT INTO meta(name, value) VALUES (?, ?)",
+                [
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("kek_check", wrap_key(kek, _KEK_CHECK_BLOCK)),
+                ],
+            )
+            return
+    version = meta.get("schema_version")
+    if version != str(SCHEMA_VERSION):
+        raise KeystoreError(
+            f"keystore schema version {version!r} is not supported (expected {SCHEMA_VERSION})"
+        )
+    check = meta.get("kek_check")
+    if not isinstance(check, bytes):
+        raise KeystoreError("keystore has no KEK check value")
+    try:
+        ok = unwrap_key(kek, check) == _KEK_CHECK_BLOCK
+    except KeyUnwrapError:
+        ok = False
+    if not ok:
+        raise KeystoreError("the configured KEK is not the one this keystore was created with")
+
+
+@contextmanager
+def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``; rolls back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _active_row(conn: sqlite3.Connection, asset: str) -> tuple[bytes, bytes] | None:
+    row = conn.execute(
+        "SELECT kid, wrapped_key FROM content_keys WHERE asset = ? AND active = 1", (asset,)
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _insert_key(conn: sqlite3.Connection, kek: bytes, asset: str) -> tuple[bytes, bytes]:
+    """Insert a fresh active key (inside the caller's transaction); return (kid, wrapped)."""
+    kid = uuid.uuid4().bytes
+    wrapped = wrap_key(kek, os.urandom(KEY_SIZE))
+    created = datetime.now(UTC).isoformat(timespec="microseconds")
+    conn.execute(
+        "INSERT INTO content_keys(kid, asset, wrapped_key, created_at, active)"
+        " VALUES (?, ?, ?, ?, 1)",
+        (kid, asset, wrapped, created),
+    )
+    return kid, wrapped
+
+
+def _record(row: tuple[bytes, str, str, int] | sqlite3.Row) -> KeyRecord:
+    try:
+        created = datetime.fromisoformat(row[2])
+    except ValueError:
+        raise KeystoreError(f"stored key {bytes(row[0]).hex()} has a bad timestamp") from None
+    return KeyRecord(kid=bytes(row[0]), asset=row[1], created_at=created, active=bool(row[3]))
