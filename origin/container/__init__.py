@@ -1,0 +1,1 @@
+"""Media containers (ISO-BMFF, MPEG-TS). Pure: bytes in, bytes out; no I/O, no asyncio."""

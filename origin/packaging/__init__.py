@@ -1,0 +1,1 @@
+"""Packaging: the asset catalog, manifest edits and the per-segment pipeline."""

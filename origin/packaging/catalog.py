@@ -1,0 +1,269 @@
+"""The asset catalog: what lies under the media root, and safe lookups into it.
+
+Rules:
+- An asset is a direct sub-folder of the media root, named by ``ASSET_NAME``,
+  holding at least one HLS multivariant playlist (a top-level ``.m3u8`` with
+  ``#EXT-X-STREAM-INF``).  ``master.m3u8`` is its default playlist.
+- The catalog is a snapshot made by walking the root (blocking: callers run
+  :func:`scan_catalog` in an executor).  Requests are answered from the
+  snapshot only: a request path is checked component by component
+  (:func:`split_request_path`) and looked up in a dict, so no request makes
+  the process open or stat a path computed from the URL.
+- Symlinks are followed only while every hop, resolved link by link from the
+  root, stays inside the root; any other link is left out, and its target is
+  never opened or stat-ed.
+- Files whose names do not match ``COMPONENT`` are not served.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from origin.container.boxes import read_handler_types
+from origin.errors import MalformedMedia, NotFound
+
+ASSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
+MAX_DEPTH = 8
+MAX_FILES_PER_ASSET = 100_000
+MAX_LINK_HOPS = 16
+PLAYLIST_HEAD = 65536
+INIT_HEAD = 1 << 20
+
+
+class MediaKind(enum.Enum):
+    PLAYLIST = "playlist"
+    TS_SEGMENT = "ts"
+    MP4_SEGMENT = "mp4"
+    AUDIO_SEGMENT = "audio"
+    SUBTITLE = "subtitle"
+    MANIFEST = "mpd"
+    OTHER = "other"
+
+
+_SUFFIX_KIND = {
+    ".m3u8": MediaKind.PLAYLIST,
+    ".ts": MediaKind.TS_SEGMENT,
+    ".m4s": MediaKind.MP4_SEGMENT,
+    ".mp4": MediaKind.MP4_SEGMENT,
+    ".m4v": MediaKind.MP4_SEGMENT,
+    ".cmfv": MediaKind.MP4_SEGMENT,
+    ".m4a": MediaKind.MP4_SEGMENT,
+    ".cmfa": MediaKind.MP4_SEGMENT,
+    ".aac": MediaKind.AUDIO_SEGMENT,
+    ".vtt": MediaKind.SUBTITLE,
+    ".webvtt": MediaKind.SUBTITLE,
+    ".mpd": MediaKind.MANIFEST,
+}
+
+_FIXED_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/mp2t",
+    ".m4a": "audio/mp4",
+    ".cmfa": "audio/mp4",
+    ".aac": "audio/aac",
+    ".vtt": "text/vtt",
+    ".webvtt": "text/vtt",
+    ".mpd": "application/dash+xml",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFile:
+    """One servable file: its path inside the asset and its real path on disk."""
+
+    rel: str
+    real_path: str
+    kind: MediaKind
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    name: str
+    multivariant: tuple[str, ...]
+    files: Mapping[str, MediaFile] = field(repr=False)
+
+    @property
+    def default_playlist(self) -> str:
+        return "master.m3u8" if "master.m3u8" in self.multivariant else self.multivariant[0]
+
+    def file(self, rel: str) -> MediaFile:
+        found = self.files.get(rel)
+        if found is None:
+            raise NotFound("no such file in asset")
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    root: str
+    assets: Mapping[str, Asset]
+
+    def asset(self, name: str) -> Asset:
+        found = self.assets.get(name)
+        if found is None:
+            raise NotFound("unknown asset")
+        return found
+
+
+def split_request_path(tail: str) -> str:
+    """Check a decoded request path inside an asset; return it normalised, or raise NotFound.
+
+    Refused (404, never looked up on disk): empty or absolute paths, ``.`` and
+    ``..`` components, empty components, backslashes, NUL and other control
+    characters, and ``%`` (left over from double encoding).
+    """
+    if not tail or tail.startswith("/") or len(tail) > 1024:
+        raise NotFound("no such file in asset")
+    parts = tail.split("/")
+    if len(parts) > MAX_DEPTH or not all(COMPONENT.fullmatch(p) for p in parts):
+        raise NotFound("no such file in asset")
+    return "/".join(parts)
+
+
+def check_asset_name(name: str) -> str:
+    if not ASSET_NAME.fullmatch(name):
+        raise NotFound("unknown asset")
+    return name
+
+
+def scan_catalog(root: str) -> Catalog:
+    """Walk the media root and build a snapshot (blocking; run it in an executor)."""
+    real_root = os.path.realpath(root)
+    if not os.path.isdir(real_root):
+        raise MalformedMedia("media root is not a directory")
+    assets: dict[str, Asset] = {}
+    with os.scandir(real_root) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if not ASSET_NAME.fullmatch(entry.name):
+                continue
+            folder = _resolve_inside(real_root, entry.path)
+            if folder is None or not stat.S_ISDIR(os.stat(folder).st_mode):
+                continue
+            asset = _scan_asset(real_root, entry.name, folder)
+            if asset is not None:
+                assets[entry.name] = asset
+    return Catalog(real_root, assets)
+
+
+def _scan_asset(root: str, name: str, folder: str) -> Asset | None:
+    found: dict[str, str] = {}
+    _walk(root, folder, PurePosixPath(), found, 0)
+    multivariant = tuple(
+        rel for rel, real in sorted(found.items())
+        if "/" not in rel and rel.endswith(".m3u8") and _is_multivariant(real)
+    )
+    if not multivariant:
+        return None
+    audio_dirs = _audio_only_dirs(found)
+    files = {rel: _classify(rel, real, audio_dirs) for rel, real in found.items()}
+    return Asset(name, multivariant, files)
+
+
+def _walk(root: str, folder: str, rel: PurePosixPath, out: dict[str, str], depth: int) -> None:
+    if depth >= MAX_DEPTH:
+        return
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not COMPONENT.fullmatch(entry.name) or len(out) >= MAX_FILES_PER_ASSET:
+                continue
+            real = entry.path
+            if entry.is_symlink():
+                resolved = _resolve_inside(root, entry.path)
+                if resolved is None:
+                    continue
+                real = resolved
+            mode = os.stat(real).st_mode
+            if stat.S_ISDIR(mode):
+                _walk(root, real, rel / entry.name, out, depth + 1)
+            elif stat.S_ISREG(mode):
+                out[str(rel / entry.name)] = real
+
+
+def _within(root: str, path: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
+
+
+def _resolve_inside(root: str, path: str) -> str | None:
+    """Resolve ``path`` (inside ``root``) link by link; None if any hop leaves the root.
+
+    Only paths already known to lie inside the root are ever ``lstat``-ed: a
+    link target outside the root is rejected from its text alone.
+    """
+    rel = os.path.relpath(path, root)
+    todo = [] if rel == "." else rel.split(os.sep)
+    cur, hops = root, 0
+    while todo:
+        comp = todo.pop(0)
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            if cur == root:
+                return None
+            cur = os.path.dirname(cur)
+            continue
+        candidate = os.path.join(cur, comp)
+        try:
+            mode = os.lstat(candidate).st_mode
+        except OSError:
+            return None
+        if not stat.S_ISLNK(mode):
+            cur = candidate
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS:
+            return None
+        target = os.readlink(candidate)
+        if os.path.isabs(target):
+            target = os.path.normpath(target)
+            if not _within(root, target):
+                return None
+            cur = root
+            trel = os.path.relpath(target, root)
+            todo = ([] if trel == "." else trel.split(os.sep)) + todo
+        else:
+            todo = target.split("/") + todo
+    return cur
+
+
+def _is_multivariant(real: str) -> bool:
+    with open(real, "rb") as fh:
+        head = fh.read(PLAYLIST_HEAD)
+    return head.startswith(b"#EXTM3U") and b"#EXT-X-STREAM-INF" in head
+
+
+def _audio_only_dirs(found: Mapping[str, str]) -> frozenset[str]:
+    """Folders whose init segment (an ``.mp4`` holding ``moov``) has only sound tracks."""
+    dirs: set[str] = set()
+    for rel, real in found.items():
+        if not rel.endswith(".mp4") or os.path.getsize(real) > INIT_HEAD:
+            continue
+        with open(real, "rb") as fh:
+            head = fh.read(INIT_HEAD)
+        try:
+            kinds = read_handler_types(head)
+        except MalformedMedia:
+            continue
+        if kinds == {"soun"}:
+            dirs.add(str(PurePosixPath(rel).parent))
+    return frozenset(dirs)
+
+
+def _classify(rel: str, real: str, audio_dirs: frozenset[str]) -> MediaFile:
+    suffix = PurePosixPath(rel).suffix.lower()
+    kind = _SUFFIX_KIND.get(suffix, MediaKind.OTHER)
+    ctype = _FIXED_TYPES.get(suffix)
+    if ctype is None:
+        if kind is MediaKind.MP4_SEGMENT:
+            audio = str(PurePosixPath(rel).parent) in audio_dirs
+            ctype = "audio/mp4" if audio else "video/mp4"
+        else:
+            ctype = "application/octet-stream"
+    return MediaFile(rel, real, kind, ctype)
