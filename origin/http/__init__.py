@@ -1,0 +1,1 @@
+"""HTTP: routes, the one error→status middleware, ranges, CORS, the licence proxy."""

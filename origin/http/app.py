@@ -1,0 +1,85 @@
+"""The origin's aiohttp application: routes, middleware and app state.
+
+App state lives in typed ``web.AppKey``s set up in ``cleanup_ctx``; nothing
+is read from the environment here — :class:`OriginSettings` comes in whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from origin.config import OriginSettings
+from origin.http.catalog_routes import healthz, index_page, list_assets
+from origin.http.catalog_service import CatalogService
+from origin.http.hls_routes import CATALOG, KEYS, serve_hls
+from origin.http.key_client import KeyClient, make_license_session
+from origin.http.license_proxy import proxy_license_request
+from origin.http.middleware import (
+    CORS_ORIGINS,
+    add_cors_headers,
+    error_middleware,
+    preflight_middleware,
+)
+
+SETTINGS: web.AppKey[OriginSettings] = web.AppKey("settings", OriginSettings)
+LICENSE_SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey(
+    "license_session", aiohttp.ClientSession
+)
+
+
+async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    service = CatalogService(str(settings.media_root), interval=settings.catalog_interval,
+                             min_rescan=settings.catalog_min_rescan)
+    await service.rescan()
+    app[CATALOG] = service
+    task = asyncio.create_task(service.run_periodic())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _license_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    session = make_license_session(settings.license, settings.license_timeout)
+    app[LICENSE_SESSION] = session
+    app[KEYS] = KeyClient(session, settings.license, settings.key_cache_ttl)
+    yield
+    await session.close()
+
+
+async def proxy_license(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    return await proxy_license_request(
+        request, request.app[LICENSE_SESSION], settings.license.base_url,
+        settings.max_license_body,
+    )
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
+def build_app(settings: OriginSettings) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, preflight_middleware],
+        client_max_size=settings.max_license_body,
+    )
+    app[SETTINGS] = settings
+    app[CORS_ORIGINS] = settings.cors_origins
+    app.cleanup_ctx.append(_catalog_ctx)
+    app.cleanup_ctx.append(_license_ctx)
+    app.on_response_prepare.append(add_cors_headers)
+    app.on_response_prepare.append(_security_headers)
+    app.router.add_get("/", index_page)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/assets", list_assets)
+    app.router.add_get("/hls/{asset}/{scheme}/{tail:.+}", serve_hls)
+    app.router.add_route("*", "/license/{tail:.*}", proxy_license)
+    return app
