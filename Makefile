@@ -1,0 +1,65 @@
+# Two commands do everything on a fresh Debian machine:
+#   make serve   -- venv, install, run the origin on http://127.0.0.1:8080 with media/
+#   make test    -- venv, install test deps and Debian tools, lint, type-check, run the suite
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
+
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+
+.PHONY: serve test lint typecheck pytest bench demo-media system-deps venv-deps clean
+
+# python3-venv is a separate package on Debian; install it only when venv is unusable.
+venv-deps:
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  $(APT) update -qq && $(APT) install -y -qq python3-venv; }
+
+$(PY): | venv-deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.runtime-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.runtime-installed
+
+# Debian tools the tests use as real clients and probes.
+system-deps:
+	@missing=""; \
+	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
+	command -v strace >/dev/null || missing="$$missing strace"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(APT) update -qq && $(APT) install -y -qq $$missing; \
+	fi
+
+serve: $(VENV)/.runtime-installed
+	$(VENV)/bin/origin serve --host $(HOST) --port $(PORT) --media media
+
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check origin tests bench
+
+typecheck: $(VENV)/.test-installed
+	$(VENV)/bin/mypy
+
+pytest: system-deps $(VENV)/.test-installed
+	$(PY) -m pytest
+
+test: lint typecheck pytest
+
+bench: system-deps $(VENV)/.test-installed
+	$(PY) bench/cipher.py
+
+demo-media: system-deps $(VENV)/.runtime-installed
+	$(VENV)/bin/origin media demo --out media/demo
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
