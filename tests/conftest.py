@@ -57,10 +57,11 @@ class RunningOrigin:
 
 
 def start_origin(media: Path, state_dir: Path, *extra: str,
-                 env: dict[str, str] | None = None) -> RunningOrigin:
+                 env: dict[str, str] | None = None,
+                 wrapper: tuple[str, ...] = ()) -> RunningOrigin:
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "origin.log"
-    cmd = [sys.executable, "-m", "origin", "serve", "--port", "0", "--media", str(media),
+    cmd = [*wrapper, sys.executable, "-m", "origin", "serve", "--port", "0", "--media", str(media),
            "--state-dir", str(state_dir), "--catalog-min-rescan", "0", *extra]
     full_env = dict(os.environ, PYTHONUNBUFFERED="1")
     full_env.update(env or {})
@@ -113,6 +114,15 @@ def media_copy(tmp_path: Path) -> Path:
     root.mkdir()
     shutil.copytree(DEMO, root / "demo")
     return root
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of a process, from /proc."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out += [int(x) for x in text]
+    return out
 
 
 def free_port() -> int:
