@@ -117,6 +117,9 @@ async def test_aes128_segments_decrypt_to_the_clear_files(
         checked += 1
     assert checked >= 6
     assert len(key_cache) == 1
+    # The origin's and the licence module's logs (one file) never carry key bytes.
+    log = origin_server.log_text().lower()
+    assert all(key.hex() not in log for key in key_cache.values())
 
 
 async def test_encrypted_segment_is_deterministic_with_range_and_304(
