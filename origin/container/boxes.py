@@ -16,8 +16,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from origin.errors import MalformedMedia
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
 
 MAX_DEPTH = 16
 CONTAINERS = frozenset({"moov", "trak", "mdia", "minf", "stbl", "mvex", "moof", "traf", "edts",
@@ -42,7 +45,7 @@ class Box:
         return self.start + self.header_size
 
 
-def iter_boxes(buf: bytes | memoryview, start: int = 0, end: int | None = None) -> Iterator[Box]:
+def iter_boxes(buf: Buffer, start: int = 0, end: int | None = None) -> Iterator[Box]:
     """Yield the boxes laid end to end in ``buf[start:end]``."""
     end = len(buf) if end is None else end
     if not 0 <= start <= end <= len(buf):
@@ -66,7 +69,7 @@ def iter_boxes(buf: bytes | memoryview, start: int = 0, end: int | None = None) 
         pos += size
 
 
-def find_boxes(buf: bytes | memoryview, path: tuple[str, ...], start: int = 0,
+def find_boxes(buf: Buffer, path: tuple[str, ...], start: int = 0,
                end: int | None = None, _depth: int = 0) -> Iterator[Box]:
     """Yield every box reached by following ``path`` (e.g. ``("moov", "trak")``)."""
     if _depth > MAX_DEPTH:
@@ -82,7 +85,7 @@ def find_boxes(buf: bytes | memoryview, path: tuple[str, ...], start: int = 0,
             yield from find_boxes(buf, path[1:], box.payload_start, box.end, _depth + 1)
 
 
-def read_handler_types(init: bytes | memoryview) -> frozenset[str]:
+def read_handler_types(init: Buffer) -> frozenset[str]:
     """The ``hdlr`` handler types (``vide``, ``soun``, …) of every track in an init segment."""
     kinds: set[str] = set()
     for hdlr in find_boxes(init, ("moov", "trak", "mdia", "hdlr")):
@@ -94,7 +97,7 @@ def read_handler_types(init: bytes | memoryview) -> frozenset[str]:
     return frozenset(kinds)
 
 
-def iter_sample_entries(init: bytes | memoryview) -> Iterator[Box]:
+def iter_sample_entries(init: Buffer) -> Iterator[Box]:
     """The sample entries (``avc1``, ``mp4a``, …) of every track's ``stsd``."""
     for stsd in find_boxes(init, ("moov", "trak", "mdia", "minf", "stbl", "stsd")):
         # FullBox header (4) + entry_count (4), then the entries (§8.5.2).
@@ -102,3 +105,28 @@ def iter_sample_entries(init: bytes | memoryview) -> Iterator[Box]:
         if first > stsd.end:
             raise BoxError("truncated stsd box")
         yield from iter_boxes(init, first, stsd.end)
+
+
+def build_box(box_type: str, *payload: bytes | bytearray | memoryview) -> bytes:
+    """A box of ``box_type`` around ``payload`` (32-bit size; 64-bit when it must)."""
+    size = 8 + sum(len(p) for p in payload)
+    kind = box_type.encode("latin-1")
+    if len(kind) != 4:
+        raise ValueError("box type must be 4 characters")
+    if size <= 0xFFFFFFFF:
+        return b"".join([struct.pack(">I4s", size, kind), *payload])
+    return b"".join([struct.pack(">I4sQ", 1, kind, size + 8), *payload])
+
+
+def build_full_box(box_type: str, version: int, flags: int,
+                   *payload: bytes | bytearray | memoryview) -> bytes:
+    """A FullBox (§4.2): version u8 and flags u24 before the payload."""
+    return build_box(box_type, struct.pack(">I", (version << 24) | (flags & 0xFFFFFF)), *payload)
+
+
+def read_full_box_header(buf: Buffer, box: Box) -> tuple[int, int]:
+    """``(version, flags)`` of a FullBox; BoxError if the box is too short."""
+    if box.end - box.payload_start < 4:
+        raise BoxError(f"truncated {box.type} box")
+    (word,) = struct.unpack_from(">I", buf, box.payload_start)
+    return word >> 24, word & 0xFFFFFF
