@@ -75,6 +75,7 @@ async def serve(args: argparse.Namespace, state_dir: Path) -> int:
         media_root=Path(args.media),
         license=endpoint,
         cors_origins=tuple(args.cors_origin) or ("*",),
+        public_url=args.public_url,
         key_cache_ttl=args.key_cache_ttl,
         catalog_interval=args.catalog_interval,
         catalog_min_rescan=args.catalog_min_rescan,
@@ -100,6 +101,7 @@ async def serve(args: argparse.Namespace, state_dir: Path) -> int:
 
 def _announce(runner: web.AppRunner, host: str) -> None:
     from origin.http.hls_routes import CATALOG
+    from origin.packaging.scheme import Scheme
 
     port = runner.addresses[0][1]
     base = f"http://{host}:{port}"
@@ -107,8 +109,8 @@ def _announce(runner: web.AppRunner, host: str) -> None:
     catalog = runner.app[CATALOG].catalog
     for asset in catalog.assets.values():
         for playlist in asset.multivariant:
-            print(f"  {base}/hls/{asset.name}/clear/{playlist}", flush=True)
-            print(f"  {base}/hls/{asset.name}/aes128/{playlist}", flush=True)
+            for scheme in Scheme:
+                print(f"  {base}/hls/{asset.name}/{scheme.value}/{playlist}", flush=True)
     print(f"  catalog: {base}/api/assets", flush=True)
 
 
@@ -144,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "(token from $ORIGIN_LICENSE_TOKEN) instead of starting one")
     srv.add_argument("--license-socket", help="with --license-url: reach it over this "
                      "Unix socket")
+    srv.add_argument("--public-url", default="",
+                     help="public base URL for absolute licence URLs (PlayReady LA_URL); "
+                     "default: the request's own scheme and host")
     srv.add_argument("--cors-origin", action="append", default=[],
                      help="allowed CORS origin (repeatable; default *)")
     srv.add_argument("--key-cache-ttl", type=float, default=300.0,

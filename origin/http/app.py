@@ -16,7 +16,7 @@ from aiohttp import web
 from origin.config import OriginSettings
 from origin.http.catalog_routes import healthz, index_page, list_assets
 from origin.http.catalog_service import CatalogService
-from origin.http.hls_routes import CATALOG, KEYS, serve_hls
+from origin.http.hls_routes import CATALOG, KEYS, PUBLIC_URL, serve_hls
 from origin.http.key_client import KeyClient, make_license_session
 from origin.http.license_proxy import proxy_license_request
 from origin.http.middleware import (
@@ -73,6 +73,7 @@ def build_app(settings: OriginSettings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[CORS_ORIGINS] = settings.cors_origins
+    app[PUBLIC_URL] = settings.public_url.rstrip("/")
     app.cleanup_ctx.append(_catalog_ctx)
     app.cleanup_ctx.append(_license_ctx)
     app.on_response_prepare.append(add_cors_headers)

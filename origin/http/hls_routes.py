@@ -21,6 +21,7 @@ from origin.http.catalog_service import CatalogService
 from origin.http.key_client import KeyClient
 from origin.http.ranges import respond_bytes
 from origin.packaging.catalog import MediaFile, MediaKind
+from origin.packaging.drm import DrmContext, hls_key_tags
 from origin.packaging.hls import (
     MAX_PLAYLIST_BYTES,
     KeyMethod,
@@ -32,10 +33,11 @@ from origin.packaging.hls import (
     rewrite_multivariant_playlist,
 )
 from origin.packaging.scheme import Scheme, parse_scheme
-from origin.packaging.segments import ENCRYPTABLE, produce_segment, segment_iv
+from origin.packaging.segments import ENCRYPTABLE, SegmentJob, produce_segment, segment_iv
 
 CATALOG: web.AppKey[CatalogService] = web.AppKey("catalog", CatalogService)
 KEYS: web.AppKey[KeyClient] = web.AppKey("keys", KeyClient)
+PUBLIC_URL: web.AppKey[str] = web.AppKey("public_url", str)
 
 SEGMENT_CACHE_CONTROL = "public, max-age=86400"
 PLAYLIST_CACHE_CONTROL = "no-cache"
@@ -52,20 +54,28 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
     )
     if not scheme.encrypted or file.kind is MediaKind.SUBTITLE:
         return serve_clear_file(file)
+    if file.kind not in ENCRYPTABLE and file.kind is not MediaKind.PLAYLIST:
+        raise NotFound("no such file in asset")
+    config = asset.config.require_valid()
+    key = await request.app[KEYS].asset_key(asset.name)
+    drm = DrmContext(key, config.key_systems, public_base(request))
     if file.kind is MediaKind.PLAYLIST:
-        key = await request.app[KEYS].asset_key(asset.name)
         text = await read_playlist(file)
-        body = protect_playlist(text, file.rel, scheme, key).encode()
+        body = protect_playlist(text, file.rel, scheme, drm).encode()
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         return respond_bytes(request, body, content_type=file.content_type, etag=etag,
                              cache_control=PLAYLIST_CACHE_CONTROL)
-    if file.kind in ENCRYPTABLE:
-        key = await request.app[KEYS].asset_key(asset.name)
-        loop = asyncio.get_running_loop()
-        segment = await loop.run_in_executor(None, produce_segment, file, scheme, key)
-        return respond_bytes(request, segment.body, content_type=file.content_type,
-                             etag=segment.etag, cache_control=SEGMENT_CACHE_CONTROL)
-    raise NotFound("no such file in asset")
+    init = asset.files.get(file.init) if file.init is not None else None
+    job = SegmentJob(file, scheme, drm, init)
+    segment = await asyncio.get_running_loop().run_in_executor(None, produce_segment, job)
+    return respond_bytes(request, segment.body, content_type=file.content_type,
+                         etag=segment.etag, cache_control=SEGMENT_CACHE_CONTROL)
+
+
+def public_base(request: web.Request) -> str:
+    """Base URL for absolute licence URLs: ``--public-url``, else the request's own host."""
+    configured = request.app[PUBLIC_URL]
+    return configured or f"{request.scheme}://{request.host}"
 
 
 def serve_clear_file(file: MediaFile) -> web.FileResponse:
@@ -85,14 +95,20 @@ async def read_playlist(file: MediaFile) -> str:
     return decode_playlist(raw)
 
 
-def protect_playlist(text: str, rel: str, scheme: Scheme, key: ContentKey) -> str:
-    if scheme is not Scheme.AES128:
+def protect_playlist(text: str, rel: str, scheme: Scheme, drm: DrmContext) -> str:
+    key = drm.key
+    common = scheme.common
+    if common is not None:
+        tags = hls_key_tags(drm, common)
+        iv_for = None
+    elif scheme is Scheme.AES128:
+        tags = [KeyTag(KeyMethod.AES_128, key_uri(key))]
+
+        def iv_for(path: str) -> bytes:
+            return segment_iv(scheme, key, path)
+    else:
         raise NotFound("unknown protection scheme")
-    tag = KeyTag(KeyMethod.AES_128, key_uri(key))
     if classify_playlist(text) is PlaylistKind.MULTIVARIANT:
-        return rewrite_multivariant_playlist(text, [tag])
-    return rewrite_media_playlist(
-        text, playlist_path=rel, keys=[tag],
-        iv_for=lambda path: segment_iv(scheme, key, path),
-    )
+        return rewrite_multivariant_playlist(text, tags)
+    return rewrite_media_playlist(text, playlist_path=rel, keys=tags, iv_for=iv_for)
 

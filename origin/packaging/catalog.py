@@ -13,11 +13,16 @@ Rules:
   root, stays inside the root; any other link is left out, and its target is
   never opened or stat-ed.
 - Files whose names do not match ``COMPONENT`` are not served.
+- An optional ``asset.json`` in the asset folder configures the asset
+  (``{"key_systems": ["fairplay", "widevine", "playready", "clearkey"]}``, all
+  four by default); it is never served.  A bad one is reported on every
+  protected request (502) rather than silently ignored.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import os
 import re
 import stat
@@ -27,6 +32,7 @@ from pathlib import PurePosixPath
 
 from origin.container.boxes import read_handler_types
 from origin.errors import MalformedMedia, NotFound
+from origin.packaging.key_system import ALL_KEY_SYSTEMS, KeySystem
 
 ASSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
@@ -34,12 +40,15 @@ MAX_DEPTH = 8
 MAX_FILES_PER_ASSET = 100_000
 MAX_LINK_HOPS = 16
 PLAYLIST_HEAD = 65536
+ASSET_CONFIG = "asset.json"
+MAX_CONFIG_BYTES = 65536
 INIT_HEAD = 1 << 20
 
 
 class MediaKind(enum.Enum):
     PLAYLIST = "playlist"
     TS_SEGMENT = "ts"
+    MP4_INIT = "init"
     MP4_SEGMENT = "mp4"
     AUDIO_SEGMENT = "audio"
     SUBTITLE = "subtitle"
@@ -82,6 +91,18 @@ class MediaFile:
     real_path: str
     kind: MediaKind
     content_type: str
+    init: str | None = None  # for fMP4 media segments: the init segment of their folder
+
+
+@dataclass(frozen=True, slots=True)
+class AssetConfig:
+    key_systems: tuple[KeySystem, ...] = ALL_KEY_SYSTEMS
+    error: str | None = None  # why asset.json could not be used
+
+    def require_valid(self) -> AssetConfig:
+        if self.error is not None:
+            raise MalformedMedia(f"{ASSET_CONFIG}: {self.error}")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +110,7 @@ class Asset:
     name: str
     multivariant: tuple[str, ...]
     files: Mapping[str, MediaFile] = field(repr=False)
+    config: AssetConfig = AssetConfig()
 
     @property
     def default_playlist(self) -> str:
@@ -162,9 +184,26 @@ def _scan_asset(root: str, name: str, folder: str) -> Asset | None:
     )
     if not multivariant:
         return None
-    audio_dirs = _audio_only_dirs(found)
-    files = {rel: _classify(rel, real, audio_dirs) for rel, real in found.items()}
-    return Asset(name, multivariant, files)
+    config_path = found.pop(ASSET_CONFIG, None)
+    config = read_asset_config(config_path) if config_path else AssetConfig()
+    inits = _find_inits(found)
+    files = {rel: _classify(rel, real, inits) for rel, real in found.items()}
+    return Asset(name, multivariant, files, config)
+
+
+def read_asset_config(path: str) -> AssetConfig:
+    """Parse ``asset.json`` (blocking); problems become ``AssetConfig.error``."""
+    try:
+        with open(path, "rb") as fh:
+            doc = json.loads(fh.read(MAX_CONFIG_BYTES + 1)[:MAX_CONFIG_BYTES])
+        names = doc.get("key_systems", [s.value for s in ALL_KEY_SYSTEMS])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return AssetConfig(error="key_systems must be a list of names")
+        return AssetConfig(tuple(KeySystem(n) for n in dict.fromkeys(names)))
+    except (OSError, ValueError, AttributeError) as exc:
+        kind = "unknown key system" if isinstance(exc, ValueError) and "KeySystem" in str(exc) \
+            else "not a JSON object"
+        return AssetConfig(error=kind)
 
 
 def _walk(root: str, folder: str, rel: PurePosixPath, out: dict[str, str], depth: int) -> None:
@@ -239,11 +278,20 @@ def _is_multivariant(real: str) -> bool:
     return head.startswith(b"#EXTM3U") and b"#EXT-X-STREAM-INF" in head
 
 
-def _audio_only_dirs(found: Mapping[str, str]) -> frozenset[str]:
-    """Folders whose init segment (an ``.mp4`` holding ``moov``) has only sound tracks."""
-    dirs: set[str] = set()
-    for rel, real in found.items():
+@dataclass(frozen=True, slots=True)
+class _Init:
+    rel: str
+    audio_only: bool
+
+
+def _find_inits(found: Mapping[str, str]) -> dict[str, _Init]:
+    """Per folder, its init segment: the smallest ``.mp4`` that holds a ``moov``."""
+    inits: dict[str, _Init] = {}
+    for rel, real in sorted(found.items(), key=lambda item: os.path.getsize(item[1])):
         if not rel.endswith(".mp4") or os.path.getsize(real) > INIT_HEAD:
+            continue
+        folder = str(PurePosixPath(rel).parent)
+        if folder in inits:
             continue
         with open(real, "rb") as fh:
             head = fh.read(INIT_HEAD)
@@ -251,19 +299,25 @@ def _audio_only_dirs(found: Mapping[str, str]) -> frozenset[str]:
             kinds = read_handler_types(head)
         except MalformedMedia:
             continue
-        if kinds == {"soun"}:
-            dirs.add(str(PurePosixPath(rel).parent))
-    return frozenset(dirs)
+        if kinds:
+            inits[folder] = _Init(rel, kinds == {"soun"})
+    return inits
 
 
-def _classify(rel: str, real: str, audio_dirs: frozenset[str]) -> MediaFile:
+def _classify(rel: str, real: str, inits: Mapping[str, _Init]) -> MediaFile:
     suffix = PurePosixPath(rel).suffix.lower()
     kind = _SUFFIX_KIND.get(suffix, MediaKind.OTHER)
     ctype = _FIXED_TYPES.get(suffix)
+    folder_init = inits.get(str(PurePosixPath(rel).parent))
+    init = None
+    if kind is MediaKind.MP4_SEGMENT and folder_init is not None:
+        init = folder_init.rel
+        if folder_init.rel == rel:
+            kind = MediaKind.MP4_INIT
     if ctype is None:
-        if kind is MediaKind.MP4_SEGMENT:
-            audio = str(PurePosixPath(rel).parent) in audio_dirs
+        if kind in (MediaKind.MP4_SEGMENT, MediaKind.MP4_INIT):
+            audio = folder_init is not None and folder_init.audio_only
             ctype = "audio/mp4" if audio else "video/mp4"
         else:
             ctype = "application/octet-stream"
-    return MediaFile(rel, real, kind, ctype)
+    return MediaFile(rel, real, kind, ctype, init)

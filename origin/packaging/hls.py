@@ -57,6 +57,7 @@ class KeyTag:
     uri: str
     keyformat: str | None = None
     keyformatversions: str | None = None
+    keyid: bytes | None = None
 
     @property
     def min_version(self) -> int:
@@ -70,6 +71,8 @@ class KeyTag:
             attrs.append(f'KEYFORMAT="{self.keyformat}"')
         if self.keyformatversions is not None:
             attrs.append(f'KEYFORMATVERSIONS="{self.keyformatversions}"')
+        if self.keyid is not None:
+            attrs.append(f"KEYID=0x{self.keyid.hex().upper()}")
         return f"#{tag}:" + ",".join(attrs)
 
 
@@ -126,21 +129,29 @@ def rewrite_media_playlist(
     keys: Sequence[KeyTag],
     iv_for: Callable[[str], bytes] | None,
 ) -> str:
-    """Put ``keys`` before every segment URI and ``EXT-X-MAP``.
+    """Put ``keys`` before the segments and ``EXT-X-MAP``s they apply to.
 
-    ``iv_for(path)`` gives the explicit IV of the file at ``path`` inside the
-    asset (AES-128); ``None`` writes no IV (the schemes whose IVs travel in the
-    media itself).
+    With ``iv_for`` (AES-128), ``iv_for(path)`` gives the explicit IV of the
+    file at ``path`` inside the asset and the keys stand before every segment
+    URI and ``EXT-X-MAP``.  Without it (the sample schemes, whose IVs travel in
+    the media), the keys stand once, before the first segment or map: a key
+    tag applies until the next one with the same KEYFORMAT (§4.3.2.4).
     """
     lines = _lines(text)
     _refuse_existing_keys(lines)
     out: list[str] = []
     need = max((key.min_version for key in keys), default=1)
 
+    signalled = False
+
     def signal(uri: str) -> None:
+        nonlocal signalled
         path = resolve_segment_path(playlist_path, uri)
-        iv = iv_for(path) if iv_for is not None else None
-        out.extend(key.render("EXT-X-KEY", iv) for key in keys)
+        if iv_for is not None:
+            out.extend(key.render("EXT-X-KEY", iv_for(path)) for key in keys)
+        elif not signalled:
+            out.extend(key.render("EXT-X-KEY") for key in keys)
+        signalled = True
 
     for line in lines:
         stripped = line.strip()

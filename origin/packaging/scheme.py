@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import enum
 
+from origin.crypto.subsample import CommonScheme
 from origin.errors import NotFound
 
 
 class Scheme(enum.Enum):
     CLEAR = "clear"
     AES128 = "aes128"
+    CBCS = "cbcs"
+    CENC = "cenc"
 
     @property
     def encrypted(self) -> bool:
         return self is not Scheme.CLEAR
+
+    @property
+    def common(self) -> CommonScheme | None:
+        """The Common Encryption scheme behind this URL scheme, if it is one."""
+        return {Scheme.CBCS: CommonScheme.CBCS, Scheme.CENC: CommonScheme.CENC}.get(self)
 
 
 def parse_scheme(text: str) -> Scheme:

@@ -1,36 +1,67 @@
 """The one place where "segment X becomes encrypted segment Y" (DESIGN "Layers").
 
-:func:`produce_segment` is blocking (it reads the source file and runs the
+:func:`produce_segment` is blocking (it reads the source files and runs the
 cipher); callers run it in an executor.  Its output is a pure function of the
-source bytes, the key and the segment's path, so every replica gives the
-same bytes and the same strong ETag.
+source bytes, the key, the segment's path and the signalling context, so every
+replica gives the same bytes and the same strong ETag.
+
+Common Encryption pipeline, per media segment: parse the fragment → per
+``traf``, the subsample map of each sample (NAL rules for video, full-sample
+for audio) → encrypt in place → write the ``moof`` with ``senc``/``saiz``/``saio``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
+from origin.container.fragment import TrafProtection, parse_fragment, write_protected_fragment
+from origin.container.init_segment import InitInfo, TrackInfo, parse_init, protect_init
+from origin.container.subsamples import SubsampleGenerator
 from origin.crypto.aes128 import encrypt_segment
-from origin.crypto.iv import derive_iv
+from origin.crypto.cbcs import encrypt_cbcs
+from origin.crypto.cenc import encrypt_cenc
+from origin.crypto.iv import derive_iv, derive_sample_ivs
 from origin.crypto.key import ContentKey
+from origin.crypto.subsample import CommonScheme, SampleCrypto
 from origin.errors import MalformedMedia, NotFound
 from origin.packaging.catalog import MediaFile, MediaKind
+from origin.packaging.drm import DrmContext, constant_iv, init_pssh_boxes
 from origin.packaging.scheme import Scheme
 
 MAX_SEGMENT_BYTES = 256 << 20
-ENCRYPTABLE = frozenset({MediaKind.TS_SEGMENT, MediaKind.MP4_SEGMENT, MediaKind.AUDIO_SEGMENT})
+ENCRYPTABLE = frozenset({
+    MediaKind.TS_SEGMENT, MediaKind.MP4_INIT, MediaKind.MP4_SEGMENT, MediaKind.AUDIO_SEGMENT,
+})
+CBCS_VIDEO_PATTERN = (1, 9)
+INIT_CACHE_ENTRIES = 256
 
 
 @dataclass(frozen=True, slots=True)
 class ProtectedSegment:
-    body: bytes | bytearray = b""
-    etag: str = ""
+    body: bytes | bytearray = field(repr=False)
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentJob:
+    """One request's worth of work: which file, which scheme, under which key and context."""
+
+    file: MediaFile
+    scheme: Scheme
+    drm: DrmContext
+    init_file: MediaFile | None = None
+
+    @property
+    def key(self) -> ContentKey:
+        return self.drm.key
 
 
 def segment_iv(scheme: Scheme, key: ContentKey, rel: str) -> bytes:
-    """The IV the playlist announces and the segment is encrypted with."""
+    """The AES-128 IV the playlist announces and the segment is encrypted with."""
     return derive_iv(key.kid, scheme.value, rel)
 
 
@@ -49,20 +80,99 @@ def read_source(file: MediaFile) -> tuple[bytes, os.stat_result]:
     return data, before
 
 
-def produce_segment(file: MediaFile, scheme: Scheme, key: ContentKey) -> ProtectedSegment:
-    """Read ``file`` and return it protected under ``scheme`` (blocking)."""
+class _InitCache:
+    """Parsed init segments by (path, size, mtime): a media segment's request reuses them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, int, int], InitInfo] = OrderedDict()
+
+    def parse(self, file: MediaFile) -> InitInfo:
+        data, st = read_source(file)
+        ident = (file.real_path, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            found = self._entries.get(ident)
+            if found is not None:
+                self._entries.move_to_end(ident)
+                return found
+        info = parse_init(data)
+        with self._lock:
+            self._entries[ident] = info
+            while len(self._entries) > INIT_CACHE_ENTRIES:
+                self._entries.popitem(last=False)
+        return info
+
+
+_INITS = _InitCache()
+
+
+def produce_segment(job: SegmentJob) -> ProtectedSegment:
+    """Read the job's file and return it protected under its scheme (blocking)."""
+    file, scheme = job.file, job.scheme
     if file.kind not in ENCRYPTABLE:
         raise NotFound("not a media segment")
     data, st = read_source(file)
+    variant = ""
+    body: bytes | bytearray
     if scheme is Scheme.AES128:
-        iv = segment_iv(scheme, key, file.rel)
-        body: bytes | bytearray = encrypt_segment(key.key, iv, data)
+        body = encrypt_segment(job.key.key, segment_iv(scheme, job.key, file.rel), data)
+    elif (common := scheme.common) is not None:
+        if file.kind is MediaKind.MP4_INIT:
+            body = protect_init(data, scheme=common, kid=job.key.kid,
+                                constant_iv=constant_iv(job.key),
+                                pssh=init_pssh_boxes(job.drm, common))
+            variant = ",".join(s.value for s in job.drm.systems) + "|" + job.drm.public_base
+        elif file.kind is MediaKind.MP4_SEGMENT and job.init_file is not None:
+            body = protect_fragment(data, _INITS.parse(job.init_file), common, job.key, file.rel)
+        else:
+            raise NotFound(f"{scheme.value} applies to fMP4 segments only")
     else:
         raise NotFound("unknown protection scheme")
-    return ProtectedSegment(body, protected_etag(scheme, key, file.rel, st))
+    return ProtectedSegment(body, protected_etag(scheme, job.key, file.rel, st, variant))
 
 
-def protected_etag(scheme: Scheme, key: ContentKey, rel: str, st: os.stat_result) -> str:
+def protect_fragment(data: bytes, init: InitInfo, scheme: CommonScheme, key: ContentKey,
+                     segment_id: str) -> bytes:
+    """Common Encryption of one fMP4 media segment (pure; see the module docstring)."""
+    fragment = parse_fragment(data, init)
+    buf = bytearray(data)
+    view = memoryview(data)
+    civ = constant_iv(key)
+    protections = []
+    for moof_index, moof in enumerate(fragment.moofs):
+        row = []
+        for traf in moof.trafs:
+            track = init.track(traf.track_id)
+            samples = _sample_layout(view, traf.samples, track, scheme)
+            ivs: tuple[bytes, ...] = ()
+            if scheme is CommonScheme.CBCS:
+                crypt, skip = CBCS_VIDEO_PATTERN
+                encrypt_cbcs(key.key, civ, buf, samples, crypt=crypt, skip=skip)
+            else:
+                ivs = tuple(derive_sample_ivs(key.kid, f"{segment_id}#{moof_index}",
+                                              traf.track_id, len(samples)))
+                encrypt_cenc(key.key, buf, samples, ivs)
+            row.append(TrafProtection(samples, ivs))
+        protections.append(row)
+    return write_protected_fragment(buf, fragment, protections)
+
+
+def _sample_layout(view: memoryview, positions: tuple[tuple[int, int], ...], track: TrackInfo,
+                   scheme: CommonScheme) -> tuple[SampleCrypto, ...]:
+    if not track.is_video:
+        return tuple(SampleCrypto(offset, size) for offset, size in positions)
+    generator = SubsampleGenerator.from_config(track.codec_config, hevc=track.is_hevc)
+    return tuple(
+        SampleCrypto(offset, size, generator.subsamples(view[offset:offset + size], scheme))
+        for offset, size in positions
+    )
+
+
+def protected_etag(scheme: Scheme, key: ContentKey, rel: str, st: os.stat_result,
+                   variant: str = "") -> str:
     """A strong ETag: the output is a pure function of these inputs."""
-    ident = f"{scheme.value}\0{key.kid_hex}\0{rel}\0{st.st_size}\0{st.st_mtime_ns}"
+    ident = f"{scheme.value}\0{key.kid_hex}\0{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{variant}"
     return '"' + hashlib.sha256(ident.encode()).hexdigest()[:32] + '"'
+
+
+
