@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from origin.crypto import cbcs as cbcs_module
+from origin.crypto import cenc as cenc_module
 from origin.crypto.cbcs import encrypt_cbcs
 from origin.crypto.cenc import encrypt_cenc, encrypt_cenc_batched, encrypt_cenc_per_sample
 from origin.crypto.iv import derive_sample_ivs
@@ -56,6 +57,19 @@ def chain_mode(mode: str) -> Iterator[None]:
         "half": lambda nblocks, _cost: len(nblocks) // 2,
     }[mode]
     with mock.patch.object(cbcs_module, "_lockstep_split", force):
+        yield
+
+
+@contextmanager
+def chunk_cells(cells: int | None) -> Iterator[None]:
+    """Shrink the lockstep table / batched keystream chunk to ``cells`` blocks."""
+    if cells is None:
+        yield
+        return
+    with (
+        mock.patch.object(cbcs_module, "LOCKSTEP_CELLS", cells),
+        mock.patch.object(cenc_module, "BATCH_BYTES", 16 * cells),
+    ):
         yield
 
 
@@ -160,34 +174,46 @@ def xor(a: bytes, b: bytes) -> bytes:
     layout=layouts(),
     pattern=st.sampled_from(PATTERNS),
     mode=st.sampled_from(["auto", "alone", "lockstep", "half"]),
+    cells=st.sampled_from([None, 1, 7, 64]),
 )
 def test_cbcs_matches_reference(
-    layout: tuple[bytes, list[SampleCrypto]], pattern: tuple[int, int], mode: str
+    layout: tuple[bytes, list[SampleCrypto]],
+    pattern: tuple[int, int],
+    mode: str,
+    cells: int | None,
 ) -> None:
     data, samples = layout
     crypt, skip = pattern
-    with chain_mode(mode):
+    with chain_mode(mode), chunk_cells(cells):
         out = cbcs(data, samples, crypt, skip)
     assert out == cbcs_reference(KEY, IV16, data, samples, crypt, skip)
     assert cbcs_decrypt(KEY, IV16, out, samples, crypt, skip) == data
 
 
 @PROPERTY
-@given(layout=layouts(), which=st.sampled_from(CENC_FUNCTIONS))
+@given(
+    layout=layouts(),
+    which=st.sampled_from(CENC_FUNCTIONS),
+    cells=st.sampled_from([None, 1, 7, 64]),
+)
 def test_cenc_matches_reference(
-    layout: tuple[bytes, list[SampleCrypto]], which: CencFunction
+    layout: tuple[bytes, list[SampleCrypto]], which: CencFunction, cells: int | None
 ) -> None:
     data, samples = layout
     ivs = ivs_for(samples)
     buf = bytearray(data)
-    which(KEY, buf, samples, ivs)
+    with chunk_cells(cells):
+        which(KEY, buf, samples, ivs)
     assert bytes(buf) == cenc_reference(KEY, data, samples, ivs)
     assert cenc_decrypt(KEY, bytes(buf), samples, ivs) == data
 
 
+@pytest.mark.parametrize("cells", [None, 50])
 @pytest.mark.parametrize("mode", ["auto", "alone", "lockstep", "half"])
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_cbcs_round_trip_realistic_fragment(pattern: tuple[int, int], mode: str) -> None:
+def test_cbcs_round_trip_realistic_fragment(
+    pattern: tuple[int, int], mode: str, cells: int | None
+) -> None:
     """A fragment too big for the slow reference: video samples, audio frames, gaps."""
     rng = random.Random(7)
     samples: list[SampleCrypto] = []
@@ -203,15 +229,16 @@ def test_cbcs_round_trip_realistic_fragment(pattern: tuple[int, int], mode: str)
         pos += size + rng.randint(0, 3)
     data = rng.randbytes(pos)
     crypt, skip = pattern
-    with chain_mode(mode):
+    with chain_mode(mode), chunk_cells(cells):
         out = cbcs(data, samples, crypt, skip)
     assert cbcs_decrypt(KEY, IV16, out, samples, crypt, skip) == data
     with chain_mode("alone"):
         assert cbcs(data, samples, crypt, skip) == out
 
 
+@pytest.mark.parametrize("cells", [None, 50])
 @pytest.mark.parametrize("which", CENC_FUNCTIONS)
-def test_cenc_round_trip_realistic_fragment(which: CencFunction) -> None:
+def test_cenc_round_trip_realistic_fragment(which: CencFunction, cells: int | None) -> None:
     """Small and large samples (both sides of the per-sample/batched threshold)."""
     rng = random.Random(8)
     samples: list[SampleCrypto] = []
@@ -230,7 +257,8 @@ def test_cenc_round_trip_realistic_fragment(which: CencFunction) -> None:
     data = rng.randbytes(pos)
     ivs = ivs_for(samples, 1)
     buf = bytearray(data)
-    which(KEY, buf, samples, ivs)
+    with chunk_cells(cells):
+        which(KEY, buf, samples, ivs)
     assert cenc_decrypt(KEY, bytes(buf), samples, ivs) == data
     expected = bytearray(data)
     encrypt_cenc_per_sample(KEY, expected, samples, ivs)

@@ -71,7 +71,8 @@ IntArray = npt.NDArray[np.int64]
 Table = npt.NDArray[np.void]
 ByteArray = npt.NDArray[np.uint8]
 
-ARENA_KEEP = 4 << 20  # largest scratch buffer a thread keeps, per slot (8 slots)
+LOCKSTEP_CELLS = 1 << 16  # lockstep tables hold at most this many blocks (1 MiB) at a time
+ARENA_KEEP = 4 << 20  # largest scratch buffer a thread keeps, per slot
 
 
 class _Arena(threading.local):
@@ -82,9 +83,9 @@ class _Arena(threading.local):
     this, ≈2.5 µs each on the benchmark VM, more than the AES.  Buffers up to
     :data:`ARENA_KEEP` bytes are kept, per slot name and per thread (so
     executor threads never share one); bigger requests are allocated afresh.
-    Mostly audio-like work (lockstep tables, batched keystreams) and the
-    gathered 1:9 blocks use them: a thread keeps a few times its largest
-    audio fragment and about a fifth of its largest video fragment.
+    Lockstep tables and batched keystreams are processed in chunks of at most
+    1 MiB, so a thread keeps a few MiB plus a fifth of its largest video
+    fragment (the gathered 1:9 blocks).
     """
 
     def __init__(self) -> None:
@@ -208,6 +209,17 @@ def _lockstep_split(nblocks: IntArray, slot_cost: float) -> int:
     return int(np.argmin(cost))
 
 
+def _column_chunks(nblocks: IntArray) -> list[tuple[int, int]]:
+    """Split longest-first chains into runs whose lockstep table fits LOCKSTEP_CELLS."""
+    chunks = []
+    c0, chains = 0, len(nblocks)
+    while c0 < chains:
+        c1 = min(chains, c0 + max(1, LOCKSTEP_CELLS // int(nblocks[c0])))
+        chunks.append((c0, c1))
+        c0 = c1
+    return chunks
+
+
 def _row_sizes(nblocks: IntArray) -> IntArray:
     """Chains still running at each block position (``nblocks`` longest first)."""
     rounds = int(nblocks[0])
@@ -270,9 +282,16 @@ def _contiguous(chains: _Chains, view: memoryview, start: IntArray, nblocks: Int
         for s, n in zip(start[:alone].tolist(), (BLOCK * nblocks[:alone]).tolist(), strict=True):
             chains.alone(view[s : s + n], scratch)
             view[s : s + n] = scratch[:n]
-    if alone == len(start):
-        return
-    start, nblocks = start[alone:], nblocks[alone:]
+    for c0, c1 in _column_chunks(nblocks[alone:]):
+        _contiguous_lockstep(
+            chains, view, start[alone + c0 : alone + c1], nblocks[alone + c0 : alone + c1]
+        )
+
+
+def _contiguous_lockstep(
+    chains: _Chains, view: memoryview, start: IntArray, nblocks: IntArray
+) -> None:
+    """Contiguous chains (longest first) in lockstep."""
     rows = _row_sizes(nblocks)
     table = _table(len(rows), len(start))
     # Chains of equal length are neighbours: gather each group as wide windows.
@@ -317,14 +336,15 @@ def _patterned(
         for a, b in pairwise(bounds):
             chains.alone(pin[a:b], cout[a:])
         blocks[offsets[:split]] = cipher[:split]
-    if split == total:
-        return
-    rest = nblocks[alone:]
-    rows = _row_sizes(rest)
-    table = _table(len(rows), len(rest))
-    slots = index[split:] * len(rest) + (chain[split:] - alone)  # row-major (position, chain)
-    table.reshape(-1)[slots] = blocks[offsets[split:]]
-    blocks[offsets[split:]] = chains.lockstep(table, rows).reshape(-1)[slots]
+    ends = [*first.tolist(), total]
+    for c0, c1 in _column_chunks(nblocks[alone:]):
+        c0, c1 = c0 + alone, c1 + alone
+        part = slice(ends[c0], ends[c1])
+        rows = _row_sizes(nblocks[c0:c1])
+        table = _table(len(rows), c1 - c0)
+        slots = index[part] * (c1 - c0) + (chain[part] - c0)  # row-major (position, chain)
+        table.reshape(-1)[slots] = blocks[offsets[part]]
+        blocks[offsets[part]] = chains.lockstep(table, rows).reshape(-1)[slots]
 
 
 def encrypt_cbcs(

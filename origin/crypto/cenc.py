@@ -21,7 +21,8 @@ Two strategies, measured with bench/protect_cipher.py, and a hybrid of them:
   numpy XOR applies it.  ~6x faster than per sample on audio, but its
   per-byte numpy passes make it slower on big samples;
 - :func:`encrypt_cenc` runs samples of at least :data:`CTR_MIN_SAMPLE` bytes
-  per sample and batches the rest, so it is at least as fast as either.
+  per sample and batches the rest (unless they are too few to pay for a
+  batch), so it is about as fast as the better of the two on every layout.
 """
 
 from __future__ import annotations
@@ -31,14 +32,29 @@ from collections.abc import Sequence
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from origin.crypto.cbcs import arena, check_extent, writable_view
+from origin.crypto.cbcs import LOCKSTEP_CELLS, arena, check_extent, writable_view
 from origin.crypto.subsample import SampleCrypto
 
 BLOCK = 16
 KEY_SIZE = 16
 IV_SIZE = 8
-CTR_MIN_SAMPLE = 12 * 1024  # smaller samples are batched (break-even measured at ~14 KB)
+BATCH_BYTES = BLOCK * LOCKSTEP_CELLS  # keystream per batched ECB call (bounds scratch memory)
+SPARSE_SLACK = 64 * 1024  # XOR range by range when the keystream image would be mostly zeros
+CTR_MIN_SAMPLE = 16 * 1024  # smaller samples are batched (marginal break-even ~18 KB)
+
+# Cost model (seconds), measured with bench/protect_cipher.py-style layouts: a
+# batch has a fixed cost (~15 numpy calls and an ECB encryptor), so a few
+# small samples run per sample instead.
+_BATCH_FIXED = 80e-6
+_BATCH_SAMPLE = 2e-6
+_BATCH_BYTE = 0.7e-9
+_CTR_SAMPLE = 12e-6  # mostly creating the encryptor
+_CTR_BYTE = 0.15e-9
 _NEVER = 1 << 62
+
+# Batched samples: protected ranges (buffer start, length, keystream offset),
+# each sample's IV, each sample's keystream blocks.
+_Batch = tuple[list[tuple[int, int, int]], list[bytes], list[int]]
 
 
 def encrypt_cenc(
@@ -94,7 +110,10 @@ def _encrypt(
 
     # Walk the samples once (validating them) before touching the buffer.
     alone: list[tuple[SampleCrypto, bytes]] = []
-    ranges: list[tuple[int, int, int]] = []  # batched: buffer start, length, keystream offset
+    small: list[tuple[SampleCrypto, bytes]] = []  # batched, unless too few to pay off
+    small_bytes = 0
+    batches: list[_Batch] = []
+    ranges: list[tuple[int, int, int]] = []  # buffer start, length, keystream offset
     batch_ivs: list[bytes] = []
     batch_blocks: list[int] = []
     ks_base = 0  # keystream offset of the current batched sample
@@ -111,6 +130,8 @@ def _encrypt(
         if sample.size >= ctr_min:
             alone.append((sample, iv))
             continue
+        small.append((sample, iv))
+        small_bytes += sample.size
         if not sample.subsamples:
             used = sample.size
             if used:
@@ -128,13 +149,23 @@ def _encrypt(
             batch_ivs.append(iv)
             batch_blocks.append(blocks)
             ks_base += BLOCK * blocks
+            if ks_base >= BATCH_BYTES:
+                batches.append((ranges, batch_ivs, batch_blocks))
+                ranges, batch_ivs, batch_blocks, ks_base = [], [], [], 0
+    if ranges:
+        batches.append((ranges, batch_ivs, batch_blocks))
     check_extent(samples, len(view), top, ordered)
 
     aes = algorithms.AES(key)
+    n = len(small)
+    batch_cost = _BATCH_FIXED + n * _BATCH_SAMPLE + small_bytes * _BATCH_BYTE
+    if ctr_min == _NEVER or batch_cost < n * _CTR_SAMPLE + small_bytes * _CTR_BYTE:
+        for batch in batches:
+            _batched(aes, view, *batch, ordered)
+    else:
+        alone += small
     if alone:
         _per_sample(aes, view, alone)
-    if ranges:
-        _batched(aes, view, ranges, batch_ivs, batch_blocks, ordered)
 
 
 def _per_sample(
@@ -168,7 +199,12 @@ def _batched(
     sample_blocks: Sequence[int],
     ordered: bool,
 ) -> None:
-    """One ECB call over every counter block, then one XOR of a keystream image."""
+    """One ECB call over every counter block, then one XOR of a keystream image.
+
+    The image is a zeroed copy of the buffer span with each range's keystream
+    at its place; if the span is mostly other (per-sample) samples, each range
+    is XORed on its own instead.
+    """
     nblocks = np.array(sample_blocks, np.int64)
     total = int(nblocks.sum())
     first = np.cumsum(nblocks) - nblocks
@@ -193,10 +229,16 @@ def _batched(
         lo, hi = ranges[0][0], ranges[-1][0] + ranges[-1][1]
     else:
         lo, hi = min(r[0] for r in ranges), max(r[0] + r[1] for r in ranges)
+    src = keystream.data
+    if hi - lo > 2 * len(keystream) + SPARSE_SLACK:  # big per-sample samples in between
+        data = np.frombuffer(view, np.uint8)
+        for start, length, at in ranges:
+            part = data[start : start + length]
+            np.bitwise_xor(part, keystream[at : at + length], out=part)
+        return
     image = arena.take("image", hi - lo)
     image.fill(0)
     dst = image.data
-    src = keystream.data
     for start, length, at in ranges:
         dst[start - lo : start - lo + length] = src[at : at + length]
     data = np.frombuffer(view, np.uint8, hi - lo, lo)
