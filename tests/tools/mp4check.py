@@ -48,7 +48,7 @@ def check_fragment(buf: bytes, iv_size: int) -> int:
         if moof.type != "moof":
             continue
         mdat = next(b for b in top[i + 1:] if b.type == "mdat")
-        for traf in child(buf, moof, "traf"):
+        for traf_index, traf in enumerate(child(buf, moof, "traf")):
             (tfhd,) = child(buf, traf, "tfhd")
             flags = struct.unpack_from(">I", buf, tfhd.start + 8)[0] & 0xFFFFFF
             assert flags & 0x020000, "CMAF needs default-base-is-moof"
@@ -65,7 +65,7 @@ def check_fragment(buf: bytes, iv_size: int) -> int:
                 first = moof.start + offset
                 assert mdat.start + mdat.header <= first, "data offset before mdat payload"
                 assert first + sum(run) <= mdat.end, "samples run past mdat"
-                if not sizes:
+                if not sizes and traf_index == 0:
                     assert first == mdat.start + mdat.header, "first sample not at mdat start"
                 sizes += run
             (senc,) = child(buf, traf, "senc")
