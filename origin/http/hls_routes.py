@@ -20,7 +20,7 @@ from origin.errors import NotFound
 from origin.http.catalog_service import CatalogService
 from origin.http.key_client import KeyClient
 from origin.http.ranges import respond_bytes
-from origin.packaging.catalog import MediaFile, MediaKind
+from origin.packaging.catalog import Asset, MediaFile, MediaKind
 from origin.packaging.drm import DrmContext, hls_key_tags
 from origin.packaging.hls import (
     MAX_PLAYLIST_BYTES,
@@ -56,15 +56,28 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
         return serve_clear_file(file)
     if file.kind not in ENCRYPTABLE and file.kind is not MediaKind.PLAYLIST:
         raise NotFound("no such file in asset")
-    config = asset.config.require_valid()
-    key = await request.app[KEYS].asset_key(asset.name)
-    drm = DrmContext(key, config.key_systems, public_base(request))
+    drm = await drm_context(request, asset)
     if file.kind is MediaKind.PLAYLIST:
         text = await read_playlist(file)
         body = protect_playlist(text, file.rel, scheme, drm).encode()
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         return respond_bytes(request, body, content_type=file.content_type, etag=etag,
                              cache_control=PLAYLIST_CACHE_CONTROL)
+    return await serve_protected_segment(request, asset, file, scheme, drm)
+
+
+async def drm_context(request: web.Request, asset: Asset) -> DrmContext:
+    """The asset's key (from the licence module) and its signalling context."""
+    config = asset.config.require_valid()
+    key = await request.app[KEYS].asset_key(asset.name)
+    return DrmContext(key, config.key_systems, public_base(request))
+
+
+async def serve_protected_segment(request: web.Request, asset: Asset, file: MediaFile,
+                                  scheme: Scheme, drm: DrmContext) -> web.Response:
+    """A media segment or init under an encrypting scheme (HLS and DASH share this)."""
+    if file.kind not in ENCRYPTABLE:
+        raise NotFound("not a media segment")
     init = asset.files.get(file.init) if file.init is not None else None
     job = SegmentJob(file, scheme, drm, init)
     segment = await asyncio.get_running_loop().run_in_executor(None, produce_segment, job)
