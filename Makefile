@@ -11,7 +11,7 @@ APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint typecheck pytest bench demo-media system-deps venv-deps clean
+.PHONY: serve test lint typecheck pytest bench demo-media system-deps venv-deps web clean
 
 # python3-venv is a separate package on Debian; install it only when venv is unusable.
 venv-deps:
@@ -41,7 +41,15 @@ system-deps:
 	  $(APT) update -qq && $(APT) install -y -qq $$missing; \
 	fi
 
-serve: $(VENV)/.runtime-installed
+# The test player page's npm packages (Shaka Player); Node.js from Debian when missing.
+web: web/node_modules/.installed
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { $(APT) update -qq && $(APT) install -y -qq nodejs npm; }
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+	touch $@
+
+serve: $(VENV)/.runtime-installed web
 	$(VENV)/bin/origin serve --host $(HOST) --port $(PORT) --media media
 
 lint: $(VENV)/.test-installed
@@ -50,7 +58,7 @@ lint: $(VENV)/.test-installed
 typecheck: $(VENV)/.test-installed
 	$(VENV)/bin/mypy
 
-pytest: system-deps $(VENV)/.test-installed
+pytest: system-deps web $(VENV)/.test-installed
 	$(PY) -m pytest
 
 test: lint typecheck pytest

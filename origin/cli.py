@@ -76,6 +76,7 @@ async def serve(args: argparse.Namespace, state_dir: Path) -> int:
         license=endpoint,
         cors_origins=tuple(args.cors_origin) or ("*",),
         public_url=args.public_url,
+        web_dir=Path(args.web_dir),
         key_cache_ttl=args.key_cache_ttl,
         catalog_interval=args.catalog_interval,
         catalog_min_rescan=args.catalog_min_rescan,
@@ -146,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(token from $ORIGIN_LICENSE_TOKEN) instead of starting one")
     srv.add_argument("--license-socket", help="with --license-url: reach it over this "
                      "Unix socket")
+    srv.add_argument("--web-dir", default=str(Path(__file__).resolve().parent.parent / "web"),
+                     help="folder of the test player page (index.html, node_modules)")
     srv.add_argument("--public-url", default="",
                      help="public base URL for absolute licence URLs (PlayReady LA_URL); "
                      "default: the request's own scheme and host")

@@ -20,6 +20,7 @@ class OriginSettings:
     media_root: Path
     license: LicenseEndpoint
     cors_origins: tuple[str, ...] = ("*",)
+    web_dir: Path = Path("web")  # the test player page and its npm packages
     public_url: str = ""  # base of absolute licence URLs; "" = the request's own host
     key_cache_ttl: float = 300.0
     license_timeout: float = 10.0

@@ -189,3 +189,17 @@ async def test_catalog_api_lists_demo(origin_server: RunningOrigin) -> None:
 def test_demo_media_is_present() -> None:
     assert (DEMO / "master.m3u8").is_file()
     assert Path(DEMO / "master-ts.m3u8").is_file()
+
+
+async def test_player_page_and_its_files(origin_server: RunningOrigin) -> None:
+    status, headers, body = await fetch(f"{origin_server.base}/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b"/web/shaka-player.compiled.js" in body and b"/web/player.js" in body
+    status, headers, body = await fetch(f"{origin_server.base}/web/shaka-player.compiled.js")
+    assert status == 200 and len(body) > 100_000
+    assert headers["Content-Type"].startswith("text/javascript")
+    status, _, body = await fetch(f"{origin_server.base}/web/player.js")
+    assert status == 200 and b"/license/clearkey" in body
+    for name in ("package.json", "..%2Fpyproject.toml", "node_modules", "index.html.bak"):
+        status, _, _ = await fetch(f"{origin_server.base}/web/{name}")
+        assert status == 404, name

@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from origin.config import OriginSettings
-from origin.http.catalog_routes import healthz, index_page, list_assets
+from origin.http.catalog_routes import healthz, list_assets
 from origin.http.catalog_service import CatalogService
 from origin.http.hls_routes import CATALOG, KEYS, PUBLIC_URL, serve_hls
 from origin.http.key_client import KeyClient, make_license_session
@@ -25,6 +25,7 @@ from origin.http.middleware import (
     error_middleware,
     preflight_middleware,
 )
+from origin.http.web_routes import WEB_DIR, player_page, web_file
 
 SETTINGS: web.AppKey[OriginSettings] = web.AppKey("settings", OriginSettings)
 LICENSE_SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey(
@@ -78,7 +79,9 @@ def build_app(settings: OriginSettings) -> web.Application:
     app.cleanup_ctx.append(_license_ctx)
     app.on_response_prepare.append(add_cors_headers)
     app.on_response_prepare.append(_security_headers)
-    app.router.add_get("/", index_page)
+    app[WEB_DIR] = settings.web_dir
+    app.router.add_get("/", player_page)
+    app.router.add_get("/web/{name}", web_file)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/assets", list_assets)
     app.router.add_get("/hls/{asset}/{scheme}/{tail:.+}", serve_hls)
