@@ -155,13 +155,22 @@ def time_batch(run: Run, buf: bytearray, reps: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(run: Run, size: int, settings: Settings) -> tuple[float, int]:
-    """Best-of-N segment MB/s of ``run`` (in place on one buffer), and reps per batch."""
+def measure_all(runs: Sequence[Run], size: int, settings: Settings) -> list[tuple[float, int]]:
+    """Best-of-N segment MB/s of each run (in place on one buffer), and reps per batch.
+
+    The batches go round-robin over the runs, so a noisy stretch on a shared
+    machine hits every run rather than one.
+    """
     buf = bytearray(os.urandom(size))
-    once = min(time_batch(run, buf, 1) for _ in range(3))
-    reps = max(1, round(settings.batch_seconds / max(once, 1e-9)))
-    best = min(time_batch(run, buf, reps) for _ in range(settings.batches))
-    return size * reps / best / MB, reps
+    reps = []
+    for run in runs:
+        once = min(time_batch(run, buf, 1) for _ in range(3))
+        reps.append(max(1, round(settings.batch_seconds / max(once, 1e-9))))
+    best = [float("inf")] * len(runs)
+    for _ in range(settings.batches):
+        for i, run in enumerate(runs):
+            best[i] = min(best[i], time_batch(run, buf, reps[i]))
+    return [(size * n / t / MB, n) for n, t in zip(reps, best, strict=True)]
 
 
 def run_openssl_speed(openssl: str | None, cipher: str, seconds: int) -> float | None:
@@ -300,9 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON file (default: {RESULTS})")
     args = parser.parse_args(argv)
     settings = (
-        Settings(batch_seconds=0.1, batches=3, openssl_seconds=1)
+        Settings(batch_seconds=0.05, batches=3, openssl_seconds=1)
         if args.quick
-        else Settings(batch_seconds=0.4, batches=3, openssl_seconds=2)
+        else Settings(batch_seconds=0.15, batches=8, openssl_seconds=2)
     )
     openssl = shutil.which(args.openssl)
     if openssl is None:
@@ -310,8 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows: list[Row] = []
     for size in SIZES:
-        for name, layout, samples, aes_bytes, run in cases(size):
-            mbps, reps = measure(run, size, settings)
+        todo = cases(size)
+        results = measure_all([case[4] for case in todo], size, settings)
+        for (name, layout, samples, aes_bytes, _), (mbps, reps) in zip(todo, results, strict=True):
             rows.append(Row(name, layout, size, len(samples), aes_bytes, mbps, reps))
     ceilings = {
         cipher: run_openssl_speed(openssl, cipher, settings.openssl_seconds)

@@ -408,6 +408,13 @@ def test_memoryview_and_wide_format_buffers() -> None:
     raw = bytearray(data)
     encrypt_cbcs(KEY, IV16, memoryview(raw)[:], samples, crypt=1, skip=9)
     assert bytes(raw) == expected
+    raw = bytearray(b"\xee" * 5 + data)  # offsets index into the view, not the bytearray
+    encrypt_cbcs(KEY, IV16, memoryview(raw)[5:], samples, crypt=1, skip=9)
+    assert bytes(raw) == b"\xee" * 5 + expected
+    ivs = ivs_for(samples)
+    raw = bytearray(b"\xee" * 5 + data)
+    encrypt_cenc(KEY, memoryview(raw)[5:], samples, ivs)
+    assert bytes(raw) == b"\xee" * 5 + cenc(data, samples, ivs)
 
 
 def test_threads_get_their_own_scratch() -> None:

@@ -29,7 +29,7 @@ contiguous chains are read straight from the buffer.  The chains then run in
 one of two ways, chosen per fragment by a cost model:
 
 - *alone*, one OpenSSL CBC call per chain (long chains: video).  Creating an
-  encryptor costs ~5 µs, so a single CBC encryptor runs all chains back to
+  encryptor costs ~10 µs, so a single CBC encryptor runs all chains back to
   back: before each chain after the first, its first plaintext block is
   XORed with ``IV ⊕ previous ciphertext block``, which turns the running CBC
   state into a restart from the IV;
@@ -38,7 +38,14 @@ one of two ways, chosen per fragment by a cost model:
   so one ECB call encrypts block ``j`` of every chain at once: ``longest
   chain`` calls instead of ``chains`` calls.  The blocks sit in a table with
   one row per block position and one column per chain, columns sorted
-  longest first, so the chains still running at row ``j`` are a prefix.
+  longest first, so the chains still running at row ``j`` are a prefix;
+  tables are cut at :data:`LOCKSTEP_CELLS` blocks.
+
+Measured (bench/protect_cipher.py, 1 MiB, AMD EPYC, OpenSSL 4.0): video 1:9
+~2.7 GB/s of segment bytes (a quarter of the time is the CBC itself, a
+quarter the 16-byte gather/scatter, the rest numpy set-up and the per-chain
+Python loop); audio full-sample ~750 MB/s in lockstep against ~170 MB/s
+with one CBC call per frame.
 """
 
 from __future__ import annotations

@@ -9,20 +9,26 @@ Rules (ISO/IEC 23001-7 §9.5, §10.1; SPECS §1.2, §9 item 3):
   multiple of 16 continues mid-block in the next range;
 - a sample without subsamples is one protected range (audio).
 
-Two strategies, measured with bench/protect_cipher.py, and a hybrid of them:
+Two strategies, measured with bench/protect_cipher.py (1 MiB buffers, AMD
+EPYC, OpenSSL 4.0), and a hybrid of them:
 
 - *per sample*: one OpenSSL CTR encryptor per sample, fed the protected
   ranges one after another (CTR is byte-granular, so the stream continues
-  mid-block).  Fastest for big samples (video: ~1.4 GB/s), but creating an
-  encryptor costs ~5 µs, which dominates for audio's ~400-byte samples;
-- *batched*: one ECB call over the counter blocks of all samples, built with
-  numpy; each protected range's keystream bytes are copied into a keystream
-  image of the buffer (one memoryview slice assignment per range) and one
-  numpy XOR applies it.  ~6x faster than per sample on audio, but its
-  per-byte numpy passes make it slower on big samples;
+  mid-block).  Best for big samples (video, 5–60 KB: ~2.8 GB/s against
+  ~1.8 GB/s batched) but creating an encryptor costs ~10 µs, which dominates
+  for audio's ~400-byte samples (~60 MB/s);
+- *batched*: the counter blocks of all samples built with numpy, one ECB
+  call over them (ECB of distinct counters is the CTR keystream), each
+  protected range's keystream copied into a zeroed image of the buffer span
+  (one memoryview slice assignment per range), one numpy XOR.  ~6x faster
+  than per sample on audio (~360 MB/s, bound by the per-sample Python walk
+  and the per-range copies), slower on big samples (extra numpy passes);
 - :func:`encrypt_cenc` runs samples of at least :data:`CTR_MIN_SAMPLE` bytes
   per sample and batches the rest (unless they are too few to pay for a
-  batch), so it is about as fast as the better of the two on every layout.
+  batch), so it is about as fast as the better of the two on either layout.
+
+Batches are cut at :data:`BATCH_BYTES` of keystream so the numpy scratch
+stays small and is reused (see ``cbcs._Arena``).
 """
 
 from __future__ import annotations
