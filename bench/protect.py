@@ -2,8 +2,9 @@
 
 For each rendition — 360p (~400 kbit/s) and 720p (~1 Mbit/s) like the demo's,
 and a dense 1080p (noisy picture, ~8 Mbit/s), all H.264 with 2 s segments and
-long enough (60 s, 20 s) that per-byte rates are not start-up noise, made
-here with ffmpeg once and cached in ``bench/.cache`` — and each scheme:
+long enough (300 s, 120 s, 20 s: 15–20 MB each) that per-byte rates are not
+start-up noise, made here with ffmpeg once and cached in ``bench/.cache`` —
+and each scheme:
 
 - origin: ``protect_fragment`` over every media segment of the rendition, in
   process, single-threaded (the best of several passes) — parse, NAL
@@ -11,8 +12,9 @@ here with ffmpeg once and cached in ``bench/.cache`` — and each scheme:
 - Shaka Packager: ``packager`` encrypting the same rendition (init + the same
   segments joined into one fMP4) with the same key, best wall time of several
   runs.  Two figures: the whole run (start-up included), and the marginal
-  rate — the slope between a one-segment run and the whole rendition — which
-  leaves the start-up out and is the fair per-byte comparison;
+  rate — the least-squares slope of time over input bytes across runs on the
+  first segment, half the rendition and all of it — which leaves the
+  start-up out and is the fair per-byte comparison;
 - the ceiling: ``openssl speed -evp aes-128-cbc`` / ``aes-128-ctr``.
 
 Throughput is segment bytes in per second.  cbcs video encrypts about a
@@ -139,6 +141,16 @@ def time_shaka(rendition: Rendition, scheme: CommonScheme, work: Path, runs: int
     return best
 
 
+def least_squares_slope(points: list[tuple[int, float]]) -> float:
+    """Seconds per byte: the slope of the best line through (bytes, seconds)."""
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    num = sum((x - mean_x) * (y - mean_y) for x, y in points)
+    den = sum((x - mean_x) ** 2 for x, _ in points)
+    return max(num / den, 1e-12)
+
+
 def render(rows: list[Row]) -> str:
     lines = ["| rendition | scheme | mean segment | origin MB/s | Shaka MB/s (whole run) | "
              "Shaka MB/s (marginal) | × Shaka (marginal) | openssl MB/s (ceiling) |",
@@ -159,10 +171,10 @@ def main() -> int:
     passes, runs = (3, 2) if args.quick else (8, 4)
     print("preparing the renditions (ffmpeg, once; cached in bench/.cache)...", flush=True)
     renditions = [
-        Rendition("360p", make_rendition(CACHE / "360p-60s", size="640x360", bitrate="400k",
-                                         seconds=60)),
-        Rendition("720p", make_rendition(CACHE / "720p-60s", size="1280x720", bitrate="1M",
-                                         seconds=60)),
+        Rendition("360p", make_rendition(CACHE / "360p-300s", size="640x360", bitrate="400k",
+                                         seconds=300)),
+        Rendition("720p", make_rendition(CACHE / "720p-120s", size="1280x720", bitrate="1M",
+                                         seconds=120)),
         Rendition("1080p-dense", make_rendition(CACHE / "1080p-dense-20s", size="1920x1080",
                                                 bitrate="8M", seconds=20, noise=12)),
     ]
@@ -181,9 +193,12 @@ def main() -> int:
             print(f"  {rendition.name} {scheme.value}...", flush=True)
             ours = time_origin(rendition, scheme, passes)
             shaka = time_shaka(rendition, scheme, work, runs)
-            shaka_one = time_shaka(rendition, scheme, work, runs, segments=1)
+            points = [(total, shaka)]
+            for count in (1, len(segments) // 2):
+                size = sum(len(d) for _, d in segments[:count])
+                points.append((size, time_shaka(rendition, scheme, work, runs, segments=count)))
             joined_size = len(rendition.init) + total
-            marginal = (total - len(segments[0][1])) / max(shaka - shaka_one, 1e-6)
+            marginal = 1 / least_squares_slope(points)
             rows.append(Row(rendition.name, scheme.value, total, total / len(segments) / 1000,
                             total / ours / MB, joined_size / shaka / MB, marginal / MB,
                             ceilings[scheme]))
