@@ -196,14 +196,18 @@ def read_asset_config(path: str) -> AssetConfig:
     try:
         with open(path, "rb") as fh:
             doc = json.loads(fh.read(MAX_CONFIG_BYTES + 1)[:MAX_CONFIG_BYTES])
-        names = doc.get("key_systems", [s.value for s in ALL_KEY_SYSTEMS])
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            return AssetConfig(error="key_systems must be a list of names")
-        return AssetConfig(tuple(KeySystem(n) for n in dict.fromkeys(names)))
-    except (OSError, ValueError, AttributeError) as exc:
-        kind = "unknown key system" if isinstance(exc, ValueError) and "KeySystem" in str(exc) \
-            else "not a JSON object"
-        return AssetConfig(error=kind)
+    except (OSError, ValueError):
+        return AssetConfig(error="not readable JSON")
+    if not isinstance(doc, dict):
+        return AssetConfig(error="not a JSON object")
+    names = doc.get("key_systems", [s.value for s in ALL_KEY_SYSTEMS])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return AssetConfig(error="key_systems must be a list of names")
+    known = {s.value: s for s in KeySystem}
+    unknown = sorted(n for n in names if n not in known)
+    if unknown:
+        return AssetConfig(error=("unknown key system " + ", ".join(unknown))[:120])
+    return AssetConfig(tuple(known[n] for n in dict.fromkeys(names)))
 
 
 def _walk(root: str, folder: str, rel: PurePosixPath, out: dict[str, str], depth: int) -> None:
