@@ -4,6 +4,10 @@ Routes:
 
 - ``GET /license/aes128/{kid}``: the raw 16-byte AES-128 key for HLS players (proxied to
   by the origin); every request passes ``PolicyDecisionPoint.decide``.
+- ``POST /license/clearkey``: a W3C EME Clear Key licence (JWK set) for the kids of an
+  EME licence request (wire format in ``origin.license.clearkey``); every requested kid
+  passes ``PolicyDecisionPoint.decide``; all or nothing (unknown kid → 404, any refusal
+  → 403).
 - ``GET /internal/v1/assets/{asset}/key``, ``GET /internal/v1/keys/{kid}``: the internal
   API the origin's ``KeyClient`` uses; ``Authorization: Bearer <internal token>``.
   The origin proxies ``/license/…`` only, so these are not reachable through it.
@@ -26,6 +30,7 @@ from aiohttp import hdrs, web
 
 from origin.crypto.key import ContentKey
 from origin.errors import Forbidden, NotFound
+from origin.license import clearkey
 from origin.license.keystore import Keystore, StoredKey
 from origin.license.kid import parse_kid_strict
 from origin.license.middleware import error_middleware
@@ -51,6 +56,7 @@ def build_license_app(
     app[POLICY_KEY] = policy if policy is not None else PolicyDecisionPoint()
     app.cleanup_ctx.append(_keystore_context)
     app.router.add_get("/license/aes128/{kid}", aes128_key)
+    app.router.add_post("/license/clearkey", clearkey_license)
     app.router.add_get("/internal/v1/assets/{asset}/key", internal_asset_key)
     app.router.add_get("/internal/v1/keys/{kid}", internal_key)
     app.router.add_get("/healthz", healthz)
@@ -95,6 +101,34 @@ async def aes128_key(request: web.Request) -> web.Response:
     )
 
 
+async def clearkey_license(request: web.Request) -> web.Response:
+    """A Clear Key licence for every kid of the request, or an error and no key at all."""
+    license_request = clearkey.parse_license_request(
+        await _read_body(request, clearkey.MAX_REQUEST_BYTES)
+    )
+    found = await run_blocking(_get_keys, request.app[KEYSTORE_KEY], license_request.kids)
+    if any(stored is None for stored in found):
+        raise NotFound("unknown key id")
+    keys = [stored for stored in found if stored is not None]
+    policy = request.app[POLICY_KEY]
+    token = _player_token(request)
+    for stored in keys:
+        decision = policy.decide(
+            KeyRequest(
+                kid=stored.key.kid,
+                asset=stored.record.asset,
+                key_system=KeySystem.CLEARKEY,
+                token=token,
+            )
+        )
+        if not decision.allowed:
+            raise Forbidden(decision.reason)
+    licence = clearkey.build_license([s.key for s in keys], license_request.session_type)
+    return web.Response(
+        body=licence.to_json(), content_type=clearkey.CONTENT_TYPE, headers=NO_STORE
+    )
+
+
 async def internal_asset_key(request: web.Request) -> web.Response:
     """The key the origin encrypts an asset with; created on first use.  Internal API."""
     _require_internal_token(request)
@@ -125,6 +159,23 @@ def bearer_token(request: web.Request) -> str | None:
         return None
     value = value.strip()
     return value or None
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, or ``LicenseRequestTooLarge`` once it exceeds ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise clearkey.LicenseRequestTooLarge()
+    body = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            raise clearkey.LicenseRequestTooLarge()
+    return bytes(body)
+
+
+def _get_keys(keystore: Keystore, kids: tuple[bytes, ...]) -> list[StoredKey | None]:
+    """Look several keys up in one executor job."""
+    return [keystore.get(kid) for kid in kids]
 
 
 def _kid_param(request: web.Request) -> bytes:
