@@ -16,6 +16,7 @@ from aiohttp import web
 from origin.config import OriginSettings
 from origin.http.catalog_routes import healthz, list_assets
 from origin.http.catalog_service import CatalogService
+from origin.http.dash_routes import serve_dash
 from origin.http.hls_routes import CATALOG, KEYS, PUBLIC_URL, serve_hls
 from origin.http.key_client import KeyClient, make_license_session
 from origin.http.license_proxy import proxy_license_request
@@ -85,5 +86,6 @@ def build_app(settings: OriginSettings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/assets", list_assets)
     app.router.add_get("/hls/{asset}/{scheme}/{tail:.+}", serve_hls)
+    app.router.add_get("/dash/{asset}/{scheme}/{tail:.+}", serve_dash)
     app.router.add_route("*", "/license/{tail:.*}", proxy_license)
     return app

@@ -218,3 +218,134 @@ def _set_version(lines: list[str], need: int) -> list[str]:
         head = next(i for i, line in enumerate(lines) if line.strip().startswith("#EXTM3U"))
         lines.insert(head + 1, f"#EXT-X-VERSION:{need}")
     return lines
+
+
+# --- reading playlists for other manifest formats (DASH generation) ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VariantStream:
+    """One ``EXT-X-STREAM-INF`` entry of a multivariant playlist."""
+
+    path: str  # the media playlist's path inside the asset
+    bandwidth: int
+    resolution: tuple[int, int] | None
+    frame_rate: str | None  # as written, e.g. "25.000"
+    codecs: tuple[str, ...]
+    audio_group: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRendition:
+    """One ``EXT-X-MEDIA`` entry (RFC 8216 §4.3.4.1)."""
+
+    type: str  # AUDIO, VIDEO, SUBTITLES, CLOSED-CAPTIONS
+    group_id: str
+    name: str
+    language: str | None
+    default: bool
+    channels: str | None
+    path: str | None  # its media playlist inside the asset, if it has a URI
+
+
+@dataclass(frozen=True, slots=True)
+class MultivariantInfo:
+    variants: tuple[VariantStream, ...]
+    renditions: tuple[MediaRendition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRef:
+    path: str  # inside the asset
+    duration: float  # EXTINF seconds
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPlaylistInfo:
+    map_path: str | None  # the EXT-X-MAP init inside the asset; None for MPEG-TS / packed audio
+    segments: tuple[SegmentRef, ...]
+
+
+_RESOLUTION = re.compile(r"(\d{1,5})x(\d{1,5})")
+
+
+def parse_multivariant_playlist(text: str, playlist_path: str) -> MultivariantInfo:
+    """Variants and renditions of a multivariant playlist; URIs resolved inside the asset.
+
+    ``EXT-X-I-FRAME-STREAM-INF`` entries are left out.  A URI that is absolute
+    or climbs out of the asset is ``MalformedMedia`` (as for segments).
+    """
+    if classify_playlist(text) is not PlaylistKind.MULTIVARIANT:
+        raise MalformedMedia("not a multivariant playlist")
+    variants: list[VariantStream] = []
+    renditions: list[MediaRendition] = []
+    pending: dict[str, str] | None = None
+    for line in _lines(text):
+        stripped = line.strip()
+        if stripped.startswith("#EXT-X-STREAM-INF:"):
+            pending = parse_attributes(stripped[len("#EXT-X-STREAM-INF:"):])
+        elif stripped.startswith("#EXT-X-MEDIA:"):
+            attrs = parse_attributes(stripped[len("#EXT-X-MEDIA:"):])
+            uri = attrs.get("URI")
+            renditions.append(MediaRendition(
+                type=attrs.get("TYPE", ""), group_id=attrs.get("GROUP-ID", ""),
+                name=attrs.get("NAME", ""), language=attrs.get("LANGUAGE"),
+                default=attrs.get("DEFAULT") == "YES", channels=attrs.get("CHANNELS"),
+                path=resolve_segment_path(playlist_path, uri) if uri else None,
+            ))
+        elif stripped and not stripped.startswith("#") and pending is not None:
+            variants.append(_variant(pending, resolve_segment_path(playlist_path, stripped)))
+            pending = None
+    return MultivariantInfo(tuple(variants), tuple(renditions))
+
+
+def _variant(attrs: dict[str, str], path: str) -> VariantStream:
+    bandwidth = attrs.get("BANDWIDTH", "")
+    if not bandwidth.isdigit():
+        raise MalformedMedia("EXT-X-STREAM-INF without a valid BANDWIDTH")
+    match = _RESOLUTION.fullmatch(attrs.get("RESOLUTION", ""))
+    resolution = (int(match.group(1)), int(match.group(2))) if match else None
+    codecs = tuple(c.strip() for c in attrs.get("CODECS", "").split(",") if c.strip())
+    return VariantStream(path, int(bandwidth), resolution, attrs.get("FRAME-RATE"), codecs,
+                         attrs.get("AUDIO"))
+
+
+def parse_media_playlist(text: str, playlist_path: str) -> MediaPlaylistInfo:
+    """The init section and the segments (paths inside the asset, EXTINF durations).
+
+    Refused (``MalformedMedia``): byte ranges, and more than one distinct
+    ``EXT-X-MAP`` (a single init per rendition is what a manifest can say).
+    """
+    if classify_playlist(text) is not PlaylistKind.MEDIA:
+        raise MalformedMedia("not a media playlist")
+    map_path: str | None = None
+    segments: list[SegmentRef] = []
+    duration: float | None = None
+    for line in _lines(text):
+        stripped = line.strip()
+        if stripped.startswith("#EXT-X-BYTERANGE") or (
+            stripped.startswith("#EXT-X-MAP:") and "BYTERANGE=" in stripped
+        ):
+            raise MalformedMedia("byte-range playlists are not supported here")
+        if stripped.startswith("#EXT-X-MAP:"):
+            uri = parse_attributes(stripped[len("#EXT-X-MAP:"):]).get("URI")
+            if not uri:
+                raise MalformedMedia("EXT-X-MAP without URI")
+            path = resolve_segment_path(playlist_path, uri)
+            if map_path is not None and path != map_path:
+                raise MalformedMedia("media playlist changes its EXT-X-MAP")
+            map_path = path
+        elif stripped.startswith("#EXTINF:"):
+            value = stripped[len("#EXTINF:"):].split(",", 1)[0].strip()
+            try:
+                duration = float(value)
+            except ValueError:
+                raise MalformedMedia("bad EXTINF duration") from None
+            if not 0 <= duration < 1e9:  # also refuses nan and inf
+                raise MalformedMedia("bad EXTINF duration")
+        elif stripped and not stripped.startswith("#"):
+            if duration is None:
+                raise MalformedMedia("segment without EXTINF")
+            segments.append(SegmentRef(resolve_segment_path(playlist_path, stripped), duration))
+            duration = None
+    return MediaPlaylistInfo(map_path, tuple(segments))

@@ -1,0 +1,62 @@
+"""``/dash/{asset}/{scheme}/…``: MPDs with key signalling, and the same segments as HLS.
+
+- ``manifest.mpd`` (and any other ``.mpd`` of the asset): the asset's own MPD
+  edited, or one generated from its HLS renditions (:mod:`origin.packaging.dash`),
+  built in the default executor (it reads media), ETag + 304 via ``respond_bytes``;
+- every other path: the very bytes ``/hls/{asset}/{scheme}/…`` serves for it,
+  through the same helpers (sendfile for clear, the one segment pipeline for
+  ``cenc``/``cbcs``).
+
+Schemes: ``clear``, ``cenc``, ``cbcs``; anything else is 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from aiohttp import web
+
+from origin.errors import NotFound
+from origin.http.hls_routes import (
+    CATALOG,
+    PLAYLIST_CACHE_CONTROL,
+    drm_context,
+    serve_clear_file,
+    serve_protected_segment,
+)
+from origin.http.ranges import respond_bytes
+from origin.packaging.catalog import MediaKind
+from origin.packaging.dash import DEFAULT_MANIFEST, produce_mpd, source_manifest
+from origin.packaging.scheme import Scheme, parse_scheme
+
+DASH_SCHEMES = frozenset({Scheme.CLEAR, Scheme.CENC, Scheme.CBCS})
+MPD_CONTENT_TYPE = "application/dash+xml"
+
+
+async def serve_dash(request: web.Request) -> web.StreamResponse:
+    scheme = parse_scheme(request.match_info["scheme"])
+    if scheme not in DASH_SCHEMES:
+        raise NotFound("unknown protection scheme")
+    name, tail = request.match_info["asset"], request.match_info["tail"]
+    service = request.app[CATALOG]
+    if tail == DEFAULT_MANIFEST:
+        asset = await service.asset(name)
+        source = source_manifest(asset)
+    elif tail.endswith(".mpd"):
+        asset, found = await service.file(name, tail)
+        source = source_manifest(asset, found.rel)
+    else:
+        asset, file = await service.file(name, tail)
+        if file.kind in (MediaKind.PLAYLIST, MediaKind.MANIFEST):
+            raise NotFound("no such file in asset")
+        if not scheme.encrypted or file.kind is MediaKind.SUBTITLE:
+            return serve_clear_file(file)
+        return await serve_protected_segment(request, asset, file, scheme,
+                                             await drm_context(request, asset))
+    signalling = await drm_context(request, asset) if scheme.encrypted else None
+    body = await asyncio.get_running_loop().run_in_executor(
+        None, produce_mpd, asset, source, scheme.common, signalling)
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return respond_bytes(request, body, content_type=MPD_CONTENT_TYPE, etag=etag,
+                         cache_control=PLAYLIST_CACHE_CONTROL)
