@@ -32,11 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
-import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +41,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from machine import machine_info, run_openssl_speed
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -173,53 +172,9 @@ def measure_all(runs: Sequence[Run], size: int, settings: Settings) -> list[tupl
     return [(size * n / t / MB, n) for n, t in zip(reps, best, strict=True)]
 
 
-def run_openssl_speed(openssl: str | None, cipher: str, seconds: int) -> float | None:
+def openssl_mbps(openssl: str | None, cipher: str, seconds: int) -> float | None:
     """MB/s of ``openssl speed -evp cipher`` at 16 KiB blocks; None if unavailable."""
-    if openssl is None:
-        return None
-    command = [
-        openssl, "speed", "-mr", "-evp", cipher,
-        "-bytes", str(OPENSSL_BYTES), "-seconds", str(seconds),
-    ]  # fmt: skip
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
-        return None
-    found = re.findall(
-        rf"^\+F:\d+:{re.escape(cipher)}:([0-9.:]+)", done.stdout, re.MULTILINE | re.IGNORECASE
-    )
-    return float(found[-1].split(":")[-1]) / MB if found else None
-
-
-def machine_info(openssl: str | None) -> dict[str, object]:
-    import cryptography
-    import numpy
-    from cryptography.hazmat.backends.openssl.backend import backend
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    version = None
-    if openssl:
-        done = subprocess.run([openssl, "version"], capture_output=True, text=True, check=False)
-        version = done.stdout.strip() or None
-    return {
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "cryptography": cryptography.__version__,
-        "cryptography_openssl": str(backend.openssl_version_text()),
-        "openssl_cli": version,
-    }
+    return run_openssl_speed(openssl, OPENSSL_BYTES, seconds, cipher) if openssl else None
 
 
 def cases(size: int) -> list[tuple[str, str, list[SampleCrypto], int, Run]]:
@@ -324,11 +279,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for (name, layout, samples, aes_bytes, _), (mbps, reps) in zip(todo, results, strict=True):
             rows.append(Row(name, layout, size, len(samples), aes_bytes, mbps, reps))
     ceilings = {
-        cipher: run_openssl_speed(openssl, cipher, settings.openssl_seconds)
+        cipher: openssl_mbps(openssl, cipher, settings.openssl_seconds)
         for cipher in ("aes-128-cbc", "aes-128-ctr")
     }
 
-    info = machine_info(openssl)
+    import numpy
+
+    info = machine_info(openssl) | {"numpy": numpy.__version__}
     print(
         f"{info['cpu_model']}, Python {info['python']}, numpy {info['numpy']}, "
         f"{info['cryptography_openssl']} (cryptography {info['cryptography']})\n"
