@@ -34,26 +34,19 @@ from origin.container.boxes import (
     read_full_box_header,
 )
 from origin.container.init_segment import InitInfo
+from origin.container.track_fragment import (
+    TRUN_DATA_OFFSET,
+    TrackFragmentError,
+    read_tfhd,
+    read_trun,
+)
 from origin.crypto.subsample import SampleCrypto, Subsample
 from origin.errors import MalformedMedia
 
-TFHD_BASE_DATA_OFFSET = 0x000001
-TFHD_SAMPLE_DESCRIPTION_INDEX = 0x000002
-TFHD_DEFAULT_DURATION = 0x000008
-TFHD_DEFAULT_SIZE = 0x000010
-TFHD_DEFAULT_FLAGS = 0x000020
-TFHD_DEFAULT_BASE_IS_MOOF = 0x020000
-TRUN_DATA_OFFSET = 0x000001
-TRUN_FIRST_SAMPLE_FLAGS = 0x000004
-TRUN_DURATION = 0x000100
-TRUN_SIZE = 0x000200
-TRUN_FLAGS = 0x000400
-TRUN_CTO = 0x000800
 SENC_SUBSAMPLES = 0x000002
-MAX_SAMPLES = 1 << 20
 
 
-class FragmentError(MalformedMedia):
+class FragmentError(TrackFragmentError):
     reason = "malformed media fragment"
 
 
@@ -143,29 +136,18 @@ def _parse_traf(seg: Buffer, traf: Box, moof: Box, init: InitInfo, *,
     tfhds = [c for c in children if c.type == "tfhd"]
     if len(tfhds) != 1:
         raise FragmentError("traf needs exactly one tfhd")
-    tfhd = tfhds[0]
-    _, flags = read_full_box_header(seg, tfhd)
-    at = tfhd.payload_start + 4
-    (track_id,) = _read(">I", seg, at, tfhd.end)
-    track = init.track(track_id)
-    at += 4
-    base_offset_at = None
-    if flags & TFHD_BASE_DATA_OFFSET:
-        base_offset_at = at
-        (base,) = _read(">Q", seg, at, tfhd.end)
-        at += 8
-        relative = False
-    elif flags & TFHD_DEFAULT_BASE_IS_MOOF or first:
+    tfhd = read_tfhd(seg, tfhds[0])
+    track = init.track(tfhd.track_id)
+    if tfhd.base_data_offset is not None:
+        base, relative = tfhd.base_data_offset, False
+    elif tfhd.default_base_is_moof or first:
         base, relative = moof.start, True
     else:
         if previous_end is None:
             raise FragmentError("traf data base cannot be determined")
         base, relative = previous_end, False
-    at += 4 if flags & TFHD_SAMPLE_DESCRIPTION_INDEX else 0
-    at += 4 if flags & TFHD_DEFAULT_DURATION else 0
-    default_size = track.default_sample_size
-    if flags & TFHD_DEFAULT_SIZE:
-        (default_size,) = _read(">I", seg, at, tfhd.end)
+    default_size = tfhd.default_size if tfhd.default_size is not None \
+        else track.default_sample_size
 
     truns = []
     samples: list[tuple[int, int]] = []
@@ -180,35 +162,26 @@ def _parse_traf(seg: Buffer, traf: Box, moof: Box, init: InitInfo, *,
         truns.append(trun)
     if not truns:
         raise FragmentError("traf has no trun")
-    return Traf(traf, track_id, base_offset_at, relative, tuple(truns), tuple(samples))
+    return Traf(traf, tfhd.track_id, tfhd.base_offset_at, relative, tuple(truns),
+                tuple(samples))
 
 
 def _parse_trun(seg: Buffer, box: Box, default_size: int) -> Trun:
     _, flags = read_full_box_header(seg, box)
-    at = box.payload_start + 4
-    (count,) = _read(">I", seg, at, box.end)
-    at += 4
-    if not flags & TRUN_DATA_OFFSET:
+    if not flags & TRUN_DATA_OFFSET:  # checked first: without it the table is misread
         raise FragmentError("trun without data offset")
-    (data_offset,) = _read(">i", seg, at, box.end)
-    data_offset_at = at
-    at += 4
-    at += 4 if flags & TRUN_FIRST_SAMPLE_FLAGS else 0
-    fields = [bit for bit in (TRUN_DURATION, TRUN_SIZE, TRUN_FLAGS, TRUN_CTO) if flags & bit]
-    stride = 4 * len(fields)
-    if count == 0 or count > MAX_SAMPLES or at + count * stride > box.end:
-        raise FragmentError("trun sample count is zero or larger than the box")
-    if flags & TRUN_SIZE:
-        size_index = fields.index(TRUN_SIZE)
-        sizes = tuple(
-            struct.unpack_from(">I", seg, at + i * stride + 4 * size_index)[0]
-            for i in range(count)
-        )
+    raw = read_trun(seg, box)
+    if raw.data_offset is None or raw.data_offset_at is None:
+        raise FragmentError("trun without data offset")
+    if raw.count == 0:
+        raise FragmentError("trun sample count is zero")
+    if raw.sizes is not None:
+        sizes = raw.sizes
+    elif default_size:
+        sizes = (default_size,) * raw.count
     else:
-        if default_size == 0:
-            raise FragmentError("samples have no size")
-        sizes = (default_size,) * count
-    return Trun(box, data_offset, data_offset_at, sizes)
+        raise FragmentError("samples have no size")
+    return Trun(box, raw.data_offset, raw.data_offset_at, sizes)
 
 
 # --- writing ---------------------------------------------------------------------------

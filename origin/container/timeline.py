@@ -30,18 +30,9 @@ from origin.container.boxes import (
     iter_sample_entries,
     read_full_box_header,
 )
+from origin.container.track_fragment import read_tfhd, read_trun
 from origin.errors import MalformedMedia
 
-TFHD_BASE_DATA_OFFSET = 0x000001
-TFHD_SAMPLE_DESCRIPTION_INDEX = 0x000002
-TFHD_DEFAULT_DURATION = 0x000008
-TRUN_DATA_OFFSET = 0x000001
-TRUN_FIRST_SAMPLE_FLAGS = 0x000004
-TRUN_DURATION = 0x000100
-TRUN_SIZE = 0x000200
-TRUN_FLAGS = 0x000400
-TRUN_CTO = 0x000800
-MAX_SAMPLES = 1 << 20
 VISUAL_ENTRY_HEADER = 78  # SampleEntry (8) + VisualSampleEntry fields (70)
 AUDIO_ENTRY_HEADER = {0: 28, 1: 44, 2: 64}
 MAX_DESCRIPTOR_DEPTH = 4
@@ -256,17 +247,11 @@ def _traf_timing(seg: Buffer, traf: Box, track: TrackTiming) -> tuple[int | None
     tfhds = [c for c in children if c.type == "tfhd"]
     if len(tfhds) != 1:
         raise TimelineError("traf needs exactly one tfhd")
-    tfhd = tfhds[0]
-    _, flags = read_full_box_header(seg, tfhd)
-    at = tfhd.payload_start + 4
-    if _u(">I", seg, at, tfhd.end) != track.track_id:
+    tfhd = read_tfhd(seg, tfhds[0])
+    if tfhd.track_id != track.track_id:
         return None
-    at += 4
-    at += 8 if flags & TFHD_BASE_DATA_OFFSET else 0
-    at += 4 if flags & TFHD_SAMPLE_DESCRIPTION_INDEX else 0
-    default = track.default_duration
-    if flags & TFHD_DEFAULT_DURATION:
-        default = _u(">I", seg, at, tfhd.end)
+    default = tfhd.default_duration if tfhd.default_duration is not None \
+        else track.default_duration
     tfdt: int | None = None
     duration = 0
     samples = 0
@@ -275,29 +260,13 @@ def _traf_timing(seg: Buffer, traf: Box, track: TrackTiming) -> tuple[int | None
             version, _ = read_full_box_header(seg, box)
             tfdt = _u(">Q" if version == 1 else ">I", seg, box.payload_start + 4, box.end)
         elif box.type == "trun":
-            trun_duration, count = _trun_duration(seg, box, default)
-            duration += trun_duration
-            samples += count
+            trun = read_trun(seg, box)
+            if trun.durations is not None:
+                duration += sum(trun.durations)
+            elif trun.count:
+                if default == 0:
+                    raise TimelineError("samples have no duration")
+                duration += default * trun.count
+            samples += trun.count
     return tfdt, duration, samples
-
-
-def _trun_duration(seg: Buffer, box: Box, default: int) -> tuple[int, int]:
-    _, flags = read_full_box_header(seg, box)
-    at = box.payload_start + 4
-    count = _u(">I", seg, at, box.end)
-    at += 4
-    at += 4 if flags & TRUN_DATA_OFFSET else 0
-    at += 4 if flags & TRUN_FIRST_SAMPLE_FLAGS else 0
-    fields = [bit for bit in (TRUN_DURATION, TRUN_SIZE, TRUN_FLAGS, TRUN_CTO) if flags & bit]
-    stride = len(fields)
-    if count > MAX_SAMPLES or at + 4 * stride * count > box.end:
-        raise TimelineError("trun sample count larger than the box")
-    if count == 0:
-        return 0, 0
-    if not flags & TRUN_DURATION:
-        if default == 0:
-            raise TimelineError("samples have no duration")
-        return default * count, count
-    values = struct.unpack_from(f">{stride * count}I", seg, at)
-    return sum(values[0::stride]), count
 
