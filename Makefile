@@ -11,7 +11,7 @@ APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint typecheck pytest bench demo-media system-deps venv-deps web clean
+.PHONY: serve test lint typecheck pytest bench demo-media system-deps venv-deps web browser-deps clean
 
 # python3-venv is a separate package on Debian; install it only when venv is unusable.
 venv-deps:
@@ -49,6 +49,19 @@ web/node_modules/.installed: web/package.json web/package-lock.json
 	npm ci --prefix web --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Real players in real Chromium (tests/test_browser_players.py): Debian's chromium, and
+# playwright-core + Shaka Player + hls.js + dash.js from npm (pinned in tests/browser).
+# No browser is ever downloaded: playwright-core drives /usr/bin/chromium.
+browser-deps: tests/browser/node_modules/.installed
+	@[ -x /usr/bin/chromium ] || { \
+	  echo "installing Debian packages: chromium"; \
+	  $(APT) update -qq && $(APT) install -y -qq chromium; }
+
+tests/browser/node_modules/.installed: tests/browser/package.json tests/browser/package-lock.json
+	@command -v npm >/dev/null || { $(APT) update -qq && $(APT) install -y -qq nodejs npm; }
+	npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+	touch $@
+
 serve: $(VENV)/.runtime-installed web
 	$(VENV)/bin/origin serve --host $(HOST) --port $(PORT) --media media
 
@@ -58,7 +71,7 @@ lint: $(VENV)/.test-installed
 typecheck: $(VENV)/.test-installed
 	$(VENV)/bin/mypy
 
-pytest: system-deps web $(VENV)/.test-installed
+pytest: system-deps web browser-deps $(VENV)/.test-installed
 	$(PY) -m pytest
 
 test: lint typecheck pytest
