@@ -130,22 +130,7 @@ SHAKA_HLS_NO_CLEARKEY = KnownFailure(
     ),
 )
 
-DASHJS_COMMON_PSSH = KnownFailure(
-    applies=lambda c: c.player == "dashjs",
-    signature=lambda r: any(e.get("initDataType") == "keyids" and "Non ASCII" in str(e.get("error"))
-                            for e in _eme(r)),
-    reason=(
-        "dash.js 5.2.1 takes the MPD's Common-PSSH ContentProtection (urn:uuid:1077efec-…) for "
-        "its 'W3C ClearKey' key system (its own log calls that use non-conforming, DASH-IF IOP "
-        "v4.1 §7.6.2.4), ranks it above the DASH-IF Clear Key one (e2719d58-…), and calls "
-        "generateRequest('keyids', <that pssh box>) — createKeySession picks 'keyids' for "
-        "Clear Key whenever it has init data — so Chromium throws TypeError 'Non ASCII' and no "
-        "licence is requested (dash.js error 113).  Without that element dash.js (and Shaka) "
-        "play: test_tampering_proxy_is_faithful_when_not_tampering[dashjs-dash-cenc] strips it"
-    ),
-)
-
-KNOWN_FAILURES = [SHAKA_HLS_NO_CLEARKEY, DASHJS_COMMON_PSSH]
+KNOWN_FAILURES = [SHAKA_HLS_NO_CLEARKEY]
 
 
 def xfail_if_known(case: Case, result: PlayResult) -> None:
@@ -210,15 +195,11 @@ def test_player_plays_with_keys_from_origin(browser: BrowserDriver, harness: str
 @pytest.mark.parametrize("case", TAMPERED, ids=str)
 def test_player_fails_with_wrong_keys(browser: BrowserDriver, harness: str,
                                       proxy: tuple[str, ProxyControl], case: Case) -> None:
-    """Wrong keys must fail the checks.  For dash.js the proxy also drops the Common-PSSH
-    ContentProtection (DASHJS_COMMON_PSSH), so this tests the keys, not that known problem."""
+    """Wrong keys must fail the checks."""
     base, control = proxy
-    control.tamper, control.strip_common_pssh = True, case.player == "dashjs"
+    control.tamper = True
     served = control.wrong_keys_served
-    try:
-        result = play(browser, harness, base, case, FAIL_DEADLINE)
-    finally:
-        control.strip_common_pssh = False
+    result = play(browser, harness, base, case, FAIL_DEADLINE)
     assert control.wrong_keys_served > served, f"the proxy served no wrong key\n{result.report()}"
     problems = playback_problems(result, base + case.licence_path())
     assert problems, f"{case} passed every check with wrong keys\n{result.report()}"
@@ -229,16 +210,14 @@ def test_player_fails_with_wrong_keys(browser: BrowserDriver, harness: str,
 def test_tampering_proxy_is_faithful_when_not_tampering(
         browser: BrowserDriver, harness: str, proxy: tuple[str, ProxyControl], case: Case) -> None:
     """Through the same proxy with the real key and licence passed on, playback works: the
-    negative controls fail because of the keys, not because of the proxy.  For dash.js the
-    proxy drops the Common-PSSH ContentProtection, as in the negative run — which also shows
-    that this element is all that stands between dash.js and origin's DASH."""
+    negative controls fail because of the keys, not because of the proxy."""
     base, control = proxy
-    control.tamper, control.strip_common_pssh = False, case.player == "dashjs"
+    control.tamper = False
     served = control.wrong_keys_served
     try:
         result = play(browser, harness, base, case, PASS_DEADLINE)
     finally:
-        control.tamper, control.strip_common_pssh = True, False
+        control.tamper = True
     assert control.wrong_keys_served == served
     problems = playback_problems(result, base + case.licence_path())
     assert not problems, f"{case} through the proxy: {problems}\n{result.report()}"

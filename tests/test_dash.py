@@ -319,9 +319,9 @@ async def test_content_protection(origin_server: RunningOrigin, scheme: str) -> 
     for aset in sets:
         cps = protections(aset)
         assert [c.get("schemeIdUri") for c in cps] == [
-            MP4_PROTECTION, COMMON, WIDEVINE, PLAYREADY, CLEARKEY]
-        assert list(aset)[:5] == cps  # first: nothing here goes before them in schema order
-        mp4, common, widevine, playready, clearkey = cps
+            MP4_PROTECTION, WIDEVINE, PLAYREADY, CLEARKEY]
+        assert list(aset)[:4] == cps  # first: nothing here goes before them in schema order
+        mp4, widevine, playready, clearkey = cps
         assert mp4.get("value") == scheme
         assert mp4.get(f"{CENC}default_KID") == kid
         assert playready.get("value") == "MSPR 2.0"
@@ -330,16 +330,19 @@ async def test_content_protection(origin_server: RunningOrigin, scheme: str) -> 
                   clearkey.findtext("clearkey:Laurl", namespaces=NS)]
         assert laurls == [f"{base}/license/clearkey"] * 2
         signalled = [base64.b64decode(c.findtext("cenc:pssh", namespaces=NS) or "")
-                     for c in (common, widevine, playready)]
+                     for c in (widevine, playready)]
         pro = base64.b64decode(playready.findtext("mspr:pro", namespaces=NS) or "")
-        assert pro == parse_pssh(signalled[2]).data
-        assert parse_pssh(signalled[0]).kids == (uuid.UUID(kid).bytes,)
-        # The very pssh boxes the init segment carries, in the same order.
+        assert pro == parse_pssh(signalled[1]).data
+        # The very pssh boxes the init segment carries, in the same order, after the Common
+        # PSSH, which lives in the init only (see content_protection in dash.py).
         for rep in aset.iterfind("mpd:Representation", NS):
             template = rep.find("mpd:SegmentTemplate", NS)
             assert template is not None
             _, _, init = await get(f"{base}/dash/demo/{scheme}/{template.get('initialization')}")
-            assert pssh_boxes(init) == signalled
+            common, *rest = pssh_boxes(init)
+            assert parse_pssh(common).system_id == SystemId.COMMON
+            assert parse_pssh(common).kids == (uuid.UUID(kid).bytes,)
+            assert rest == signalled
     # The key itself is nowhere in the MPD.
     _, _, key = await get(f"{base}/license/aes128/{uuid.UUID(kid).hex}")
     assert len(key) == 16
@@ -481,8 +484,8 @@ async def test_unnumbered_segments_get_a_segment_list(assets_origin: RunningOrig
 
 
 @pytest.mark.parametrize(("asset", "expected"), [
-    ("ck-only", [MP4_PROTECTION, COMMON, CLEARKEY]),
-    ("wv-fp", [MP4_PROTECTION, COMMON, WIDEVINE]),  # FairPlay is not signalled in DASH
+    ("ck-only", [MP4_PROTECTION, CLEARKEY]),
+    ("wv-fp", [MP4_PROTECTION, WIDEVINE]),  # FairPlay is not signalled in DASH
 ])
 @pytest.mark.parametrize("scheme", ["cenc", "cbcs"])
 async def test_asset_config_selects_systems(assets_origin: RunningOrigin, asset: str,
@@ -495,7 +498,7 @@ async def test_asset_config_selects_systems(assets_origin: RunningOrigin, asset:
         _, _, init = await get(f"{base}/dash/{asset}/{scheme}/video-360p/init.mp4")
         signalled = [base64.b64decode(c.findtext("cenc:pssh", namespaces=NS) or "")
                      for c in cps[1:] if c.get("schemeIdUri") != CLEARKEY]
-        assert pssh_boxes(init) == signalled
+        assert pssh_boxes(init)[1:] == signalled  # after the init-only Common PSSH
     assert (b"mspr" in body, b"dashif" in body) == (False, asset == "ck-only")
 
 
@@ -524,9 +527,9 @@ async def test_own_mpd_is_edited_not_regenerated(assets_origin: RunningOrigin) -
     body, root = await get_mpd(base, "own", "cenc")
     video, audio = root.findall("mpd:Period/mpd:AdaptationSet", NS)
     # Schema order: ContentProtection after AudioChannelConfiguration, before everything else.
-    assert [c.tag.split("}")[1] for c in video][:6] == ["ContentProtection"] * 5 + ["Role"]
-    assert [c.tag.split("}")[1] for c in audio][:7] == [
-        "AudioChannelConfiguration", *["ContentProtection"] * 5, "UnknownThing"]
+    assert [c.tag.split("}")[1] for c in video][:5] == ["ContentProtection"] * 4 + ["Role"]
+    assert [c.tag.split("}")[1] for c in audio][:6] == [
+        "AudioChannelConfiguration", *["ContentProtection"] * 4, "UnknownThing"]
     # Nothing else changed.
     assert canonical(ET.tostring(strip_protection(root)), rewrite_prefixes=True) == canonical(
         OWN_MPD, rewrite_prefixes=True)

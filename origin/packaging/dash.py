@@ -331,9 +331,10 @@ def content_protection(drm: DrmContext, scheme: CommonScheme, ns: str = MPD_NS) 
     mp4 = protection(MP4_PROTECTION, scheme.value)
     mp4.set(_q(CENC_NS, "default_KID"), str(uuid.UUID(bytes=drm.key.kid)))
     out = [mp4]
-    common = protection(SystemId.COMMON.urn)
-    pssh(common, SystemId.COMMON)
-    out.append(common)
+    # No Common-PSSH (1077efec-…) element: dash.js 4.7–5.2 takes it for W3C Clear Key and
+    # hands the pssh box to generateRequest() as 'keyids', which Chromium rejects (error
+    # 113), so no licence is ever asked for.  The box stays in the init segment, where
+    # every player finds it ('encrypted' event / cenc init data).
     if KeySystem.WIDEVINE in drm.systems:
         widevine = protection(SystemId.WIDEVINE.urn)
         pssh(widevine, SystemId.WIDEVINE)

@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import queue
-import re
 import shutil
 import subprocess
 import threading
@@ -152,17 +151,9 @@ class ProxyControl:
     thread, read by the test's; plain attribute updates under the GIL)."""
 
     tamper: bool = True
-    strip_common_pssh: bool = False  # drop the Common-PSSH ContentProtection from MPDs
     wrong_keys_served: int = 0
-    mpds_stripped: int = 0
     clearkey_kids: list[str] = field(default_factory=list)
     aes128_paths: list[str] = field(default_factory=list)
-
-
-# A ContentProtection element for the Common PSSH system (W3C Common SystemID), empty or not.
-COMMON_PSSH_CP = re.compile(
-    rb'<ContentProtection[^>]*schemeIdUri="urn:uuid:1077efec-c0b2-4d02-ace3-3c1e52e2fb4b"'
-    rb"(?:[^>]*/>|[^>]*>.*?</ContentProtection>)\s*", re.S | re.I)
 
 
 def wrong_key_for(kid: bytes) -> bytes:
@@ -185,10 +176,7 @@ def tampering_proxy(upstream: str, control: ProxyControl) -> Callable[[], web.Ap
 
     - ``POST /license/clearkey``: a well-formed EME Clear Key licence (JWK set) for exactly
       the key ids asked for, holding WRONG keys;
-    - ``GET /license/aes128/{kid}``: 16 wrong bytes;
-
-    and, while ``control.strip_common_pssh`` is set, removes the Common-PSSH (``1077efec…``)
-    ContentProtection from MPDs (see ``DASHJS_COMMON_PSSH`` in the test module for why).
+    - ``GET /license/aes128/{kid}``: 16 wrong bytes.
     """
 
     cors = {"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"}
@@ -213,10 +201,7 @@ def tampering_proxy(upstream: str, control: ProxyControl) -> Callable[[], web.Ap
             control.clearkey_kids += [k.hex() for k in kids]
             control.wrong_keys_served += len(kids)
             return web.json_response(body, headers=cors)
-        strip = control.strip_common_pssh and path.endswith(".mpd")
         drop = {"host", "connection", "content-length", "accept-encoding", "transfer-encoding"}
-        if strip:
-            drop |= {"if-none-match", "if-modified-since", "range", "if-range"}
         forward = {k: v for k, v in request.headers.items() if k.lower() not in drop}
         forward["Host"] = request.host
         async with request.app[SESSION].request(
@@ -224,10 +209,6 @@ def tampering_proxy(upstream: str, control: ProxyControl) -> Callable[[], web.Ap
                 data=await request.read(), allow_redirects=False) as resp:
             body = await resp.read()
             headers = {k: v for k, v in resp.headers.items() if k.lower() not in _DROP}
-        if strip and resp.status == 200:
-            body, count = COMMON_PSSH_CP.subn(b"", body)
-            control.mpds_stripped += count > 0
-            headers.pop("ETag", None)
         return web.Response(status=resp.status, body=body, headers=headers)
 
     async def session_ctx(app: web.Application) -> Any:
