@@ -42,7 +42,8 @@ def data_payload(uri: str) -> bytes:
 @pytest.mark.parametrize(("scheme", "method", "systems"), [
     ("cbcs", "SAMPLE-AES", {"com.apple.streamingkeydelivery", WIDEVINE,
                             "com.microsoft.playready", "org.w3.clearkey"}),
-    ("cenc", "SAMPLE-AES-CTR", {WIDEVINE, "com.microsoft.playready", "org.w3.clearkey"}),
+    ("cenc", "SAMPLE-AES-CTR", {WIDEVINE, "com.microsoft.playready", "org.w3.clearkey",
+                                "identity"}),
 ])
 async def test_media_playlist_signals_every_system_once(
     origin_server: RunningOrigin, scheme: str, method: str, systems: set[str]
@@ -78,6 +79,8 @@ async def test_media_playlist_signals_every_system_once(
     assert ("AESCBC" in header) == (scheme == "cbcs")
     # ClearKey: the KEY ID, never the key.
     assert data_payload(by_format["org.w3.clearkey"]["URI"]) == bytes.fromhex(kid_hex)
+    if scheme == "cenc":  # Shaka Player's Clear Key route: a real key URL, never the key
+        assert by_format["identity"]["URI"] == f"/license/aes128/{kid_hex}"
     if scheme == "cbcs":
         fairplay = by_format["com.apple.streamingkeydelivery"]
         assert fairplay["URI"] == f"skd://{kid_hex}"

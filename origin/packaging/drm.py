@@ -3,7 +3,8 @@
 - HLS tags: FairPlay (``skd://`` + KID, cbcs only: FairPlay requires cbcs),
   Widevine (``data:`` URI holding the whole pssh box, ``KEYID``), PlayReady
   (``data:`` URI holding the PlayReady Object, UTF-16 charset), ClearKey
-  (``org.w3.clearkey``, ``data:`` URI holding the KEY ID).  METHOD is
+  (``org.w3.clearkey``, ``data:`` URI holding the KEY ID; under cenc also an
+  ``identity`` key whose URI is the key route, Shaka Player's way).  METHOD is
   ``SAMPLE-AES`` for cbcs and ``SAMPLE-AES-CTR`` for cenc.  No data: URI ever
   holds a key.
 - Init ``pssh`` boxes: the Common PSSH (v1, KIDs) always — it makes browsers
@@ -83,4 +84,11 @@ def hls_key_tags(ctx: DrmContext, scheme: CommonScheme) -> list[KeyTag]:
             tags.append(KeyTag(method, _data_uri(pro, "UTF-16"), PLAYREADY_KEYFORMAT, "1"))
         elif system is KeySystem.CLEARKEY:
             tags.append(KeyTag(method, _data_uri(kid), CLEARKEY_KEYFORMAT, "1", keyid=kid))
+            if scheme is CommonScheme.CENC:
+                # Shaka Player's HLS route to Clear Key: an identity key whose URI yields the
+                # key (a real licence URL, never a data: URI).  cenc only: hls.js prefers an
+                # identity key over every other and cannot decrypt SAMPLE-AES fMP4 itself, so
+                # under cbcs it would break hls.js; SAMPLE-AES-CTR identity it leaves alone.
+                tags.append(KeyTag(method, f"/license/aes128/{ctx.key.kid_hex}", "identity",
+                                   "1"))
     return tags
