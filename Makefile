@@ -79,6 +79,7 @@ test: lint typecheck pytest
 bench: system-deps $(VENV)/.test-installed
 	$(PY) bench/cipher.py
 	$(PY) bench/protect.py
+	$(PY) bench/sample_aes.py
 
 demo-media: system-deps $(VENV)/.runtime-installed
 	$(VENV)/bin/origin media demo --out media/demo

@@ -63,7 +63,9 @@ class Case:
 
     @property
     def drm(self) -> str:
-        return "aes128" if self.scheme == "aes128" else "clearkey"
+        # aes128: the player fetches the HLS key URI itself (AES-128, and SAMPLE-AES MPEG-TS,
+        # which hls.js decrypts in software).
+        return "aes128" if self.scheme in ("aes128", "sample-aes") else "clearkey"
 
     def licence_path(self) -> str:
         if self.drm == "aes128" or (self.player, self.fmt, self.scheme) == ("shaka", "hls", "cenc"):
@@ -84,6 +86,7 @@ PLAYS = [
     Case("shaka", "hls", "aes128"),
     Case("hlsjs", "hls", "aes128"),
     Case("hlsjs", "hls", "aes128", "master-ts.m3u8"),
+    Case("hlsjs", "hls", "sample-aes", "master-ts.m3u8"),
     Case("hlsjs", "hls", "cbcs"),
     Case("hlsjs", "hls", "cenc"),
     Case("dashjs", "dash", "cenc"),
@@ -96,6 +99,7 @@ TAMPERED = [
     Case("shaka", "hls", "aes128"),
     Case("hlsjs", "hls", "aes128"),
     Case("hlsjs", "hls", "aes128", "master-ts.m3u8"),
+    Case("hlsjs", "hls", "sample-aes", "master-ts.m3u8"),
     Case("hlsjs", "hls", "cbcs"),
     Case("hlsjs", "hls", "cenc"),
     Case("dashjs", "dash", "cenc"),

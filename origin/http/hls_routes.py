@@ -16,12 +16,12 @@ import aiofiles
 from aiohttp import web
 
 from origin.crypto.key import ContentKey
-from origin.errors import NotFound
+from origin.errors import MalformedMedia, NotFound
 from origin.http.catalog_service import CatalogService
 from origin.http.key_client import KeyClient
 from origin.http.ranges import respond_bytes
 from origin.packaging.catalog import Asset, MediaFile, MediaKind
-from origin.packaging.drm import DrmContext, hls_key_tags
+from origin.packaging.drm import DrmContext, hls_key_tags, hls_ts_key_tags
 from origin.packaging.hls import (
     MAX_PLAYLIST_BYTES,
     KeyMethod,
@@ -29,11 +29,18 @@ from origin.packaging.hls import (
     PlaylistKind,
     classify_playlist,
     decode_playlist,
+    resolve_segment_path,
     rewrite_media_playlist,
     rewrite_multivariant_playlist,
 )
 from origin.packaging.scheme import Scheme, parse_scheme
-from origin.packaging.segments import ENCRYPTABLE, SegmentJob, produce_segment, segment_iv
+from origin.packaging.segments import (
+    ENCRYPTABLE,
+    SegmentJob,
+    produce_segment,
+    rendition_iv,
+    segment_iv,
+)
 
 CATALOG: web.AppKey[CatalogService] = web.AppKey("catalog", CatalogService)
 KEYS: web.AppKey[KeyClient] = web.AppKey("keys", KeyClient)
@@ -59,7 +66,7 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
     drm = await drm_context(request, asset)
     if file.kind is MediaKind.PLAYLIST:
         text = await read_playlist(file)
-        body = protect_playlist(text, file.rel, scheme, drm).encode()
+        body = protect_playlist(text, file.rel, scheme, drm, asset).encode()
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         return respond_bytes(request, body, content_type=file.content_type, etag=etag,
                              cache_control=PLAYLIST_CACHE_CONTROL)
@@ -108,10 +115,17 @@ async def read_playlist(file: MediaFile) -> str:
     return decode_playlist(raw)
 
 
-def protect_playlist(text: str, rel: str, scheme: Scheme, drm: DrmContext) -> str:
+def protect_playlist(text: str, rel: str, scheme: Scheme, drm: DrmContext,
+                     asset: Asset) -> str:
     key = drm.key
     common = scheme.common
-    if common is not None:
+    kind = classify_playlist(text)
+    if scheme is Scheme.SAMPLE_AES and (ts_folder := transport_stream_folder(text, rel, kind,
+                                                                             asset)) is not None:
+        iv = rendition_iv(key, ts_folder) if kind is PlaylistKind.MEDIA else None
+        tags = hls_ts_key_tags(drm, iv)
+        iv_for = None
+    elif common is not None:
         tags = hls_key_tags(drm, common)
         iv_for = None
     elif scheme is Scheme.AES128:
@@ -121,7 +135,34 @@ def protect_playlist(text: str, rel: str, scheme: Scheme, drm: DrmContext) -> st
             return segment_iv(scheme, key, path)
     else:
         raise NotFound("unknown protection scheme")
-    if classify_playlist(text) is PlaylistKind.MULTIVARIANT:
+    if kind is PlaylistKind.MULTIVARIANT:
         return rewrite_multivariant_playlist(text, tags)
     return rewrite_media_playlist(text, playlist_path=rel, keys=tags, iv_for=iv_for)
+
+
+def transport_stream_folder(text: str, rel: str, kind: PlaylistKind, asset: Asset) -> str | None:
+    """The folder of the MPEG-TS segments a playlist leads to, or None for fMP4.
+
+    A media playlist's segments must share one folder (one SAMPLE-AES IV per
+    rendition); a multivariant playlist is judged by its first variant.
+    """
+    uris = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if not uris:
+        return None
+    if kind is PlaylistKind.MULTIVARIANT:
+        variant = asset.files.get(resolve_segment_path(rel, uris[0]))
+        if variant is None:
+            return None
+        folder = variant.rel.rsplit("/", 1)[0] if "/" in variant.rel else ""
+        prefix = folder + "/" if folder else ""
+        ts = any(f.kind is MediaKind.TS_SEGMENT for r, f in asset.files.items()
+                 if r.startswith(prefix) and "/" not in r[len(prefix):])
+        return folder if ts else None
+    paths = [resolve_segment_path(rel, uri) for uri in uris]
+    if not all(p.endswith(".ts") for p in paths):
+        return None
+    folders = {p.rsplit("/", 1)[0] if "/" in p else "" for p in paths}
+    if len(folders) != 1:
+        raise MalformedMedia("SAMPLE-AES needs a rendition's segments in one folder")
+    return folders.pop()
 

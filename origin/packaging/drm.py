@@ -68,6 +68,19 @@ def _data_uri(payload: bytes, charset: str | None = None) -> str:
     return f"data:{kind};base64,{base64.b64encode(payload).decode()}"
 
 
+def hls_ts_key_tags(ctx: DrmContext, iv: bytes | None) -> list[KeyTag]:
+    """SAMPLE-AES for MPEG-TS (SPECS §2.3): FairPlay (no IV: it travels with the key) and an
+    identity key on the key route with the rendition's IV, which hls.js decrypts itself.
+    The identity tag comes last: ffmpeg ignores KEYFORMAT and uses the last key tag."""
+    tags = []
+    if KeySystem.FAIRPLAY in ctx.systems:
+        tags.append(KeyTag(KeyMethod.SAMPLE_AES, f"skd://{ctx.key.kid_hex}", FAIRPLAY_KEYFORMAT,
+                           "1"))
+    tags.append(KeyTag(KeyMethod.SAMPLE_AES, f"/license/aes128/{ctx.key.kid_hex}", "identity",
+                       "1", iv=iv))
+    return tags
+
+
 def hls_key_tags(ctx: DrmContext, scheme: CommonScheme) -> list[KeyTag]:
     method = KeyMethod.SAMPLE_AES if scheme is CommonScheme.CBCS else KeyMethod.SAMPLE_AES_CTR
     kid = ctx.key.kid

@@ -58,6 +58,7 @@ class KeyTag:
     keyformat: str | None = None
     keyformatversions: str | None = None
     keyid: bytes | None = None
+    iv: bytes | None = None  # a fixed IV this tag always carries
 
     @property
     def min_version(self) -> int:
@@ -65,6 +66,7 @@ class KeyTag:
 
     def render(self, tag: str, iv: bytes | None = None) -> str:
         attrs = [f"METHOD={self.method.value}", f'URI="{self.uri}"']
+        iv = iv if iv is not None else self.iv
         if iv is not None:
             attrs.append(f"IV=0x{iv.hex().upper()}")
         if self.keyformat is not None:

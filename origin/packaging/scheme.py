@@ -13,6 +13,7 @@ class Scheme(enum.Enum):
     AES128 = "aes128"
     CBCS = "cbcs"
     CENC = "cenc"
+    SAMPLE_AES = "sample-aes"  # Apple SAMPLE-AES: MPEG-TS sample encryption; cbcs for fMP4
 
     @property
     def encrypted(self) -> bool:
@@ -21,7 +22,8 @@ class Scheme(enum.Enum):
     @property
     def common(self) -> CommonScheme | None:
         """The Common Encryption scheme behind this URL scheme, if it is one."""
-        return {Scheme.CBCS: CommonScheme.CBCS, Scheme.CENC: CommonScheme.CENC}.get(self)
+        return {Scheme.CBCS: CommonScheme.CBCS, Scheme.CENC: CommonScheme.CENC,
+                Scheme.SAMPLE_AES: CommonScheme.CBCS}.get(self)
 
 
 def parse_scheme(text: str) -> Scheme:

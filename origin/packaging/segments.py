@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from origin.container.fragment import TrafProtection, parse_fragment, write_protected_fragment
 from origin.container.init_segment import InitInfo, TrackInfo, parse_init, protect_init
+from origin.container.sample_aes import protect_ts_segment
 from origin.container.subsamples import SubsampleGenerator
 from origin.crypto.aes128 import encrypt_segment
 from origin.crypto.cbcs import encrypt_cbcs
@@ -63,6 +64,16 @@ class SegmentJob:
 def segment_iv(scheme: Scheme, key: ContentKey, rel: str) -> bytes:
     """The AES-128 IV the playlist announces and the segment is encrypted with."""
     return derive_iv(key.kid, scheme.value, rel)
+
+
+def rendition_iv(key: ContentKey, folder: str) -> bytes:
+    """The SAMPLE-AES (MPEG-TS) IV of every segment in one folder.
+
+    One IV per rendition, not per segment: every NAL unit and audio frame
+    restarts its CBC chain from the IV anyway (SPECS §2.3), and ffmpeg 5.1
+    decrypts a segment's last access unit with the next segment's IV.
+    """
+    return derive_iv(key.kid, Scheme.SAMPLE_AES.value, folder)
 
 
 def read_source(file: MediaFile) -> tuple[bytes, os.stat_result]:
@@ -116,6 +127,9 @@ def produce_segment(job: SegmentJob) -> ProtectedSegment:
     body: bytes | bytearray
     if scheme is Scheme.AES128:
         body = encrypt_segment(job.key.key, segment_iv(scheme, job.key, file.rel), data)
+    elif scheme is Scheme.SAMPLE_AES and file.kind is MediaKind.TS_SEGMENT:
+        folder = file.rel.rsplit("/", 1)[0] if "/" in file.rel else ""
+        body = protect_ts_segment(data, job.key.key, rendition_iv(job.key, folder))
     elif (common := scheme.common) is not None:
         if file.kind is MediaKind.MP4_INIT:
             body = protect_init(data, scheme=common, kid=job.key.kid,
