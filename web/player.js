@@ -2,12 +2,39 @@
 // chosen format × scheme with keys from this origin's licence routes.
 'use strict';
 
-const HLS_SCHEMES = ['clear', 'aes128', 'cbcs', 'cenc'];
+const HLS_SCHEMES = ['clear', 'aes128', 'sample-aes', 'cbcs', 'cenc'];
 const DASH_SCHEMES = ['clear', 'cenc', 'cbcs'];
 const CLEARKEY_URL = `${location.origin}/license/clearkey`;
 
-const state = { player: null, licenceRequests: [], errors: [], playing: null };
+const state = { player: null, licenceRequests: [], errors: [], playing: null, startedAt: null };
 window.__originPage = state;
+
+// What automated checks read (tests/test_browser_page.py): a snapshot of playback, and
+// whether the run is decided — playing past minTime for minWall seconds, or failed.
+window.__state = {
+  snapshot() {
+    const video = document.getElementById('video');
+    const quality = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
+    return {
+      playing: state.playing,
+      currentTime: video.currentTime,
+      frames: quality ? quality.totalVideoFrames : 0,
+      audioDecodedBytes: video.webkitAudioDecodedByteCount || 0,
+      errors: state.errors.slice(),
+      licenceRequests: state.licenceRequests.slice(),
+      catalogRows: document.querySelectorAll('#catalog tr').length,
+      licenceLogLines: document.querySelectorAll('#licence-log li').length,
+      drmConfig: document.getElementById('drm-config').textContent,
+    };
+  },
+  decided(minTime, minWall) {
+    if (state.errors.length) return true;
+    const video = document.getElementById('video');
+    if (state.startedAt === null && video.currentTime > 0) state.startedAt = Date.now();
+    return video.currentTime > minTime && state.startedAt !== null
+      && (Date.now() - state.startedAt) / 1000 >= minWall;
+  },
+};
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);

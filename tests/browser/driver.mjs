@@ -3,7 +3,8 @@
 // (own cache, own EME state) per job.
 //
 // Protocol: JSON lines.  stdout first gets {"ready": true, "browser": "<version>"}; then every
-// line on stdin is a job {"id", "page", "minTime", "minWall", "deadline"} and gets one answer
+// line on stdin is a job {"id", "page", "minTime", "minWall", "deadline", optional
+// "screenshot" (a PNG path written after the wait)} and gets one answer
 // line {"id", "timedOut", "elapsed", "state", "console", "failedRequests"}.  EOF on stdin closes
 // the browser and exits.  Nothing sleeps: the wait polls window.__state.decided() in the page.
 import { chromium } from 'playwright-core';
@@ -48,6 +49,7 @@ async function runJob(browser, job) {
       timedOut = true;
     }
     state = await page.evaluate(() => (window.__state ? window.__state.snapshot() : null));
+    if (job.screenshot) await page.screenshot({ path: job.screenshot, fullPage: true });
   } catch (err) {
     keep(`driver: ${err.stack || err}`);
   } finally {

@@ -286,10 +286,12 @@ class BrowserDriver:
         return result
 
     def play(self, page: str, *, deadline: float, min_time: float = MIN_MEDIA_TIME,
-             min_wall: float = MIN_WALL) -> PlayResult:
+             min_wall: float = MIN_WALL, screenshot: Path | None = None) -> PlayResult:
         assert self.proc.stdin is not None
-        job = {"id": page, "page": page, "minTime": min_time, "minWall": min_wall,
-               "deadline": deadline}
+        job: dict[str, object] = {"id": page, "page": page, "minTime": min_time,
+                                  "minWall": min_wall, "deadline": deadline}
+        if screenshot is not None:
+            job["screenshot"] = str(screenshot)
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
         answer = self._next(deadline + 60)
