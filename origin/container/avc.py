@@ -22,6 +22,7 @@ from origin.container.nal import (
     MissingParameterSet,
     check_length_size,
     parse_nal_header,
+    read_config_nals,
 )
 
 NAL_SLICE = 1
@@ -223,16 +224,8 @@ def parse_avcc(payload: bytes | memoryview) -> AvcConfig:
         if pos >= len(data):
             raise BitstreamError("truncated avcC")
         count = data[pos] & 0x1F if kind == "sps" else data[pos]
-        pos += 1
-        for _ in range(count):
-            if pos + 2 > len(data):
-                raise BitstreamError("truncated avcC")
-            size = int.from_bytes(data[pos:pos + 2], "big")
-            pos += 2
-            if pos + size > len(data):
-                raise BitstreamError("avcC parameter set past the end of the box")
-            nal = data[pos:pos + size]
-            pos += size
+        nals, pos = read_config_nals(data, pos + 1, count, "avcC")
+        for nal in nals:
             if kind == "sps":
                 parsed_sps = parse_sps(nal)
                 sps[parsed_sps.sps_id] = parsed_sps

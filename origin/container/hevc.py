@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from origin.container.bits import BitReader, BitstreamError, UnsupportedBitstream
-from origin.container.nal import Codec, MissingParameterSet, check_length_size, parse_nal_header
+from origin.container.nal import (
+    Codec,
+    MissingParameterSet,
+    check_length_size,
+    parse_nal_header,
+    read_config_nals,
+)
 
 NAL_BLA_W_LP = 16
 NAL_IDR_W_RADL = 19
@@ -512,16 +518,8 @@ def parse_hvcc(payload: bytes | memoryview) -> HevcConfig:
         if pos + 3 > len(data):
             raise BitstreamError("truncated hvcC array")
         count = int.from_bytes(data[pos + 1:pos + 3], "big")
-        pos += 3
-        for _ in range(count):
-            if pos + 2 > len(data):
-                raise BitstreamError("truncated hvcC array")
-            size = int.from_bytes(data[pos:pos + 2], "big")
-            pos += 2
-            if pos + size > len(data):
-                raise BitstreamError("hvcC NAL unit past the end of the box")
-            nal = data[pos:pos + size]
-            pos += size
+        nals, pos = read_config_nals(data, pos + 3, count, "hvcC")
+        for nal in nals:
             update_parameter_sets(nal, vps, sps, pps)
     return HevcConfig(nal_length_size=length_size, vps=MappingProxyType(vps),
                       sps=MappingProxyType(sps), pps=MappingProxyType(pps))

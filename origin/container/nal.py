@@ -104,3 +104,22 @@ def iter_nals(sample: bytes | memoryview, length_size: int) -> Iterator[tuple[in
             raise NalLengthError("NAL unit length past the end of the sample")
         yield start, end
         pos = end
+
+
+def read_config_nals(data: bytes | memoryview, pos: int, count: int,
+                     what: str) -> tuple[list[bytes | memoryview], int]:
+    """``count`` parameter-set NAL units as stored in avcC/hvcC: u16 length, then the unit.
+
+    Returns the units and the position after them; a length past the end raises.
+    """
+    nals: list[bytes | memoryview] = []
+    for _ in range(count):
+        if pos + 2 > len(data):
+            raise BitstreamError(f"truncated {what}")
+        size = int.from_bytes(data[pos:pos + 2], "big")
+        pos += 2
+        if pos + size > len(data):
+            raise BitstreamError(f"{what} parameter set past the end of the box")
+        nals.append(data[pos:pos + size])
+        pos += size
+    return nals, pos
