@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.tools.licence"]
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "media" / "demo"
 START_TIMEOUT = 60.0

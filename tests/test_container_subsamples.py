@@ -51,9 +51,10 @@ from origin.container.nal import Codec, MissingParameterSet, NalLengthError, is_
 from origin.container.subsamples import SubsampleGenerator, codec_config_from_sample_entry
 from origin.crypto.subsample import MAX_CLEAR, CommonScheme, Subsample
 from origin.errors import MalformedMedia
+from tests.reference.emulation import escape_rbsp
+from tests.tools.packager import PACKAGER
 
 MEDIA = Path(__file__).resolve().parent / "media"
-from tests.tools.packager import PACKAGER  # noqa: E402
 
 KEY_ID = "00112233445566778899aabbccddeeff"
 KEY = "ffeeddccbbaa99887766554433221100"
@@ -517,24 +518,14 @@ class BitWriter:
                      for i in range(0, len(self.bits), 8))
 
 
-def escape(rbsp: bytes) -> bytes:
-    out = bytearray()
-    zeros = 0
-    for byte in rbsp:
-        if zeros >= 2 and byte <= 3:
-            out.append(3)
-            zeros = 0
-        out.append(byte)
-        zeros = zeros + 1 if byte == 0 else 0
-    return bytes(out)
 
 
 def nal_bytes(header: bytes, body: BitWriter) -> bytes:
-    return header + escape(body.rbsp())
+    return header + escape_rbsp(body.rbsp())
 
 
 def expected_size(header: bytes, body: BitWriter, header_bits: int) -> int:
-    return len(header) + _escaped_len(escape(body.rbsp()), math.ceil(header_bits / 8))
+    return len(header) + _escaped_len(escape_rbsp(body.rbsp()), math.ceil(header_bits / 8))
 
 
 def length_prefixed(*nals: bytes, size: int = 4) -> bytes:
@@ -630,7 +621,7 @@ def test_avc_emulation_prevention_inside_slice_header_counts_in_escaped_bytes() 
     w.align(False).raw(SLICE_DATA)
     nal = nal_bytes(b"\x41", w)
     rbsp_head = math.ceil(header_bits / 8)
-    epbs = len(escape(w.rbsp()[:rbsp_head])) - rbsp_head
+    epbs = len(escape_rbsp(w.rbsp()[:rbsp_head])) - rbsp_head
     assert epbs >= 1, "header must contain an emulation-prevention byte"
     size = avc.slice_header_size(memoryview(nal), config.sps, config.pps)
     assert size == expected_size(b"\x41", w, header_bits) == 1 + rbsp_head + epbs
@@ -1108,7 +1099,7 @@ def test_bit_reader_exp_golomb_and_escaping() -> None:
     for v in signed:
         w.se(v)
     w.u(16, 0).u(3, 5).align(True)
-    escaped = escape(w.rbsp())
+    escaped = escape_rbsp(w.rbsp())
     br = BitReader(escaped)
     assert [br.ue() for _ in values] == values
     assert [br.se() for _ in signed] == signed
@@ -1137,7 +1128,7 @@ def test_bit_reader_widens_its_window_across_long_headers() -> None:
         w.ue(i % 7).u(24, 0)
     end = w.pos
     w.align(True)
-    escaped = escape(w.rbsp())
+    escaped = escape_rbsp(w.rbsp())
     assert len(escaped) > len(w.rbsp()) > 64
     br = BitReader(escaped)
     for i in range(300):

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import RunningOrigin
+from tests.tools.loopback import serve_app
 
 pytestmark = pytest.mark.ffmpeg
 
@@ -70,15 +71,8 @@ async def wrong_key_proxy(upstream: str) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as base:
+        yield base
 
 
 @pytest.mark.parametrize("playlist", PLAYLISTS)

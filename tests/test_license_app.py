@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import stat
@@ -19,16 +18,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from origin.license.access_log import LicenseAccessLogger
 from origin.license.app import build_license_app
 from origin.license.cli import add_license_commands
 from origin.license.keystore import Keystore, KeystoreError
 from origin.license.policy import Decision, KeyRequest, PolicyDecisionPoint
 from origin.license.server import start_license_site
 from origin.license.settings import LicenseSettings
+from tests.tools.licence import AUTH, TOKEN, running_licence_app
 
-TOKEN = "internal-token-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -48,42 +45,11 @@ class Server:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> LicenseSettings:
-    return LicenseSettings(
-        db_path=tmp_path / "keys.sqlite", kek=os.urandom(32), internal_token=TOKEN
-    )
-
-
-@pytest.fixture
-def policy() -> PolicyDecisionPoint:
-    return PolicyDecisionPoint()
-
-
-@pytest.fixture
-def caplog_all(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG)
-    return caplog
-
-
-async def _start(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log_class=LicenseAccessLogger)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}"
-
-
-@pytest.fixture
 async def server(
     settings: LicenseSettings, policy: PolicyDecisionPoint, caplog_all: pytest.LogCaptureFixture
 ) -> AsyncIterator[Server]:
-    runner, url = await _start(build_license_app(settings, policy=policy))
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield Server(url=url, session=session, settings=settings)
-    finally:
-        await runner.cleanup()
+    async with running_licence_app(settings, policy) as url, aiohttp.ClientSession() as session:
+        yield Server(url=url, session=session, settings=settings)
 
 
 async def _wait_for_log(caplog: pytest.LogCaptureFixture, needle: str) -> None:

@@ -6,17 +6,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
@@ -25,8 +22,6 @@ from multidict import CIMultiDictProxy
 from origin.crypto.key import ContentKey
 from origin.errors import BadRequest
 from origin.license import clearkey
-from origin.license.access_log import LicenseAccessLogger
-from origin.license.app import build_license_app
 from origin.license.clearkey import (
     MAX_KIDS,
     MAX_REQUEST_BYTES,
@@ -43,9 +38,8 @@ from origin.license.clearkey import (
 from origin.license.policy import Decision, KeyRequest, KeySystem, PolicyDecisionPoint
 from origin.license.settings import LicenseSettings
 from tests.conftest import RunningOrigin
+from tests.tools.licence import AUTH, running_licence_app
 
-TOKEN = "internal-token-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CLEARKEY = "/license/clearkey"
 
 
@@ -94,39 +88,11 @@ class Server:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> LicenseSettings:
-    return LicenseSettings(
-        db_path=tmp_path / "keys.sqlite", kek=os.urandom(32), internal_token=TOKEN
-    )
-
-
-@pytest.fixture
-def policy() -> PolicyDecisionPoint:
-    return PolicyDecisionPoint()
-
-
-@pytest.fixture
-def caplog_all(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG)
-    return caplog
-
-
-@pytest.fixture
 async def server(
     settings: LicenseSettings, policy: PolicyDecisionPoint, caplog_all: pytest.LogCaptureFixture
 ) -> AsyncIterator[Server]:
-    runner = web.AppRunner(
-        build_license_app(settings, policy=policy), access_log_class=LicenseAccessLogger
-    )
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        async with aiohttp.ClientSession() as session:
-            yield Server(url=f"http://{host}:{port}", session=session)
-    finally:
-        await runner.cleanup()
+    async with running_licence_app(settings, policy) as url, aiohttp.ClientSession() as session:
+        yield Server(url=url, session=session)
 
 
 def secret_forms(*keys: ContentKey) -> list[str]:

@@ -48,6 +48,8 @@ from origin.crypto import sample_aes as csa
 from origin.crypto.iv import derive_iv
 from origin.errors import MalformedMedia
 from tests.reference import aes as reference_aes
+from tests.reference.emulation import escape_rbsp
+from tests.tools.loopback import serve_app
 from tests.tools.packager import PACKAGER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -395,16 +397,6 @@ def test_chain_engine_matches_the_slow_reference_aes(
     assert out == expected
 
 
-def naive_escape(rbsp: bytes) -> bytes:
-    out = bytearray()
-    zeros = 0
-    for b in rbsp:
-        if zeros >= 2 and b <= 3:
-            out.append(3)
-            zeros = 0
-        out.append(b)
-        zeros = zeros + 1 if b == 0 else 0
-    return bytes(out)
 
 
 def test_crafted_nal_units() -> None:
@@ -446,7 +438,7 @@ def test_crafted_nal_units() -> None:
 @settings(max_examples=400, deadline=None)
 def test_escape_nal_matches_the_naive_rule_and_ffmpeg_undoes_it(data: bytes) -> None:
     escaped = sa.escape_nal(data)
-    assert escaped == naive_escape(data)
+    assert escaped == escape_rbsp(data)
     assert ff_remove_scep_3_bytes(escaped) == data
     for bad in (b"\x00\x00\x00", b"\x00\x00\x01", b"\x00\x00\x02"):
         assert bad not in escaped
@@ -643,15 +635,8 @@ async def serve(files: dict[str, bytes]) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/{name}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as base:
+        yield base
 
 
 async def framemd5(url: str, *, must_succeed: bool = True) -> list[tuple[int, int, str]]:
