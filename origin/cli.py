@@ -101,17 +101,17 @@ async def serve(args: argparse.Namespace, state_dir: Path) -> int:
 
 
 def _announce(runner: web.AppRunner, host: str) -> None:
+    from origin.http.catalog_routes import asset_urls
     from origin.http.hls_routes import CATALOG
-    from origin.packaging.scheme import Scheme
 
     port = runner.addresses[0][1]
     base = f"http://{host}:{port}"
     print(f"origin listening on {base}", flush=True)
     catalog = runner.app[CATALOG].catalog
     for asset in catalog.assets.values():
-        for playlist in asset.multivariant:
-            for scheme in Scheme:
-                print(f"  {base}/hls/{asset.name}/{scheme.value}/{playlist}", flush=True)
+        for urls in asset_urls(asset).values():
+            for url in urls.values():
+                print(f"  {base}{url}", flush=True)
     print(f"  catalog: {base}/api/assets", flush=True)
 
 

@@ -203,3 +203,19 @@ async def test_player_page_and_its_files(origin_server: RunningOrigin) -> None:
     for name in ("package.json", "..%2Fpyproject.toml", "node_modules", "index.html.bak"):
         status, _, _ = await fetch(f"{origin_server.base}/web/{name}")
         assert status == 404, name
+
+
+async def test_catalog_offers_only_the_schemes_each_playlist_can_take(
+    origin_server: RunningOrigin,
+) -> None:
+    import json
+
+    _, _, body = await fetch(f"{origin_server.base}/api/assets")
+    demo = next(a for a in json.loads(body)["assets"] if a["name"] == "demo")
+    assert sorted(demo["hls"]["master-ts.m3u8"]) == ["aes128", "clear", "sample-aes"]
+    assert sorted(demo["hls"]["master.m3u8"]) == ["aes128", "cbcs", "cenc", "clear",
+                                                  "sample-aes"]
+    for playlist, urls in demo["hls"].items():
+        for url in urls.values():
+            status, _, _ = await fetch(origin_server.base + url)
+            assert status == 200, (playlist, url)

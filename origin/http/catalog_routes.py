@@ -6,15 +6,16 @@ from aiohttp import web
 
 from origin.http.hls_routes import CATALOG
 from origin.packaging.catalog import Asset
-from origin.packaging.scheme import Scheme
+from origin.packaging.scheme import TS_SCHEMES, Scheme
 
 DASH_SCHEMES = (Scheme.CLEAR, Scheme.CENC, Scheme.CBCS)
 
 
 def asset_urls(asset: Asset) -> dict[str, dict[str, str]]:
-    """Playlist URLs per multivariant playlist and scheme."""
+    """Playlist URLs per multivariant playlist and the schemes its media can take."""
     return {
-        playlist: {s.value: f"/hls/{asset.name}/{s.value}/{playlist}" for s in Scheme}
+        playlist: {s.value: f"/hls/{asset.name}/{s.value}/{playlist}"
+                   for s in (TS_SCHEMES if playlist in asset.transport_stream else Scheme)}
         for playlist in asset.multivariant
     }
 

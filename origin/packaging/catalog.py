@@ -111,6 +111,7 @@ class Asset:
     multivariant: tuple[str, ...]
     files: Mapping[str, MediaFile] = field(repr=False)
     config: AssetConfig = AssetConfig()
+    transport_stream: frozenset[str] = frozenset()  # multivariant playlists leading to MPEG-TS
 
     @property
     def default_playlist(self) -> str:
@@ -188,7 +189,21 @@ def _scan_asset(root: str, name: str, folder: str) -> Asset | None:
     config = read_asset_config(config_path) if config_path else AssetConfig()
     inits = _find_inits(found)
     files = {rel: _classify(rel, real, inits) for rel, real in found.items()}
-    return Asset(name, multivariant, files, config)
+    ts = frozenset(rel for rel in multivariant if _leads_to_ts(found[rel], files))
+    return Asset(name, multivariant, files, config, ts)
+
+
+def _leads_to_ts(real: str, files: Mapping[str, MediaFile]) -> bool:
+    """Whether a top-level multivariant playlist's first variant folder holds MPEG-TS."""
+    with open(real, "rb") as fh:
+        head = fh.read(PLAYLIST_HEAD).decode("utf-8", "replace")
+    uri = next((ln.strip() for ln in head.splitlines()
+                if ln.strip() and not ln.startswith("#")), None)
+    if uri is None or "/" not in uri:
+        return False
+    folder = uri.split("?", 1)[0].rsplit("/", 1)[0] + "/"
+    return any(f.kind is MediaKind.TS_SEGMENT for rel, f in files.items()
+               if rel.startswith(folder) and "/" not in rel[len(folder):])
 
 
 def read_asset_config(path: str) -> AssetConfig:

@@ -26,6 +26,9 @@ class Scheme(enum.Enum):
                 Scheme.SAMPLE_AES: CommonScheme.CBCS}.get(self)
 
 
+TS_SCHEMES = (Scheme.CLEAR, Scheme.AES128, Scheme.SAMPLE_AES)  # the ones MPEG-TS can take
+
+
 def parse_scheme(text: str) -> Scheme:
     try:
         return Scheme(text)
