@@ -60,7 +60,8 @@ async def serve(args: argparse.Namespace, state_dir: Path) -> int:
         token = secrets.token_urlsafe(32)
         supervisor = LicenseProcess(socket_path=_license_socket(state_dir), state_dir=state_dir,
                                     kek_file=Path(args.kek_file) if args.kek_file else None,
-                                    token=token)
+                                    token=token,
+                                    license_config=args.license_config)
         await supervisor.start()
         endpoint = LicenseEndpoint("http://license", token, str(supervisor.socket_path))
     else:
@@ -118,6 +119,8 @@ def _announce(runner: web.AppRunner, host: str) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if args.license_config:
+        args.license_config = Path(args.license_config).resolve()
     return run_async(lambda: serve(args, state_dir))
 
 
@@ -143,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keystore, default KEK and licence socket live here")
     srv.add_argument("--kek-file", help="key-encryption key file (else $ORIGIN_KEK, "
                      "else <state-dir>/kek, created on first run)")
+    srv.add_argument("--license-config", help="licence configuration file (TOML) for the "
+                     "co-hosted licence module (else <state-dir>/license.toml if present)")
     srv.add_argument("--license-url", help="use a remote licence module at this base URL "
                      "(token from $ORIGIN_LICENSE_TOKEN) instead of starting one")
     srv.add_argument("--license-socket", help="with --license-url: reach it over this "

@@ -35,6 +35,21 @@ class NotFound(OriginError):
     reason = "not found"
 
 
+class Unauthorized(OriginError):
+    """No credentials, or credentials that do not verify (RFC 9110 §15.5.2)."""
+
+    status = 401
+    reason = "unauthorized"
+
+    def __init__(self, detail: str | None = None, *, realm: str = "origin") -> None:
+        super().__init__(detail)
+        self.realm = realm
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"WWW-Authenticate": f'Bearer realm="{self.realm}"'}
+
+
 class Forbidden(OriginError):
     status = 403
     reason = "forbidden"

@@ -28,10 +28,11 @@ MAX_BACKOFF = 10.0
 
 class LicenseProcess:
     def __init__(self, *, socket_path: Path, state_dir: Path, kek_file: Path | None,
-                 token: str) -> None:
+                 token: str, license_config: Path | None = None) -> None:
         self.socket_path = socket_path
         self._state_dir = state_dir
         self._kek_file = kek_file
+        self._license_config = license_config
         self._token = token
         self._proc: asyncio.subprocess.Process | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -49,6 +50,8 @@ class LicenseProcess:
                "--socket", str(self.socket_path), "--state-dir", str(self._state_dir)]
         if self._kek_file is not None:
             cmd += ["--kek-file", str(self._kek_file)]
+        if self._license_config is not None:
+            cmd += ["--license-config", str(self._license_config)]
         return cmd
 
     async def start(self) -> None:

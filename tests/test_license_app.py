@@ -21,7 +21,14 @@ from aiohttp import web
 from origin.license.app import build_license_app
 from origin.license.cli import add_license_commands
 from origin.license.keystore import Keystore, KeystoreError
-from origin.license.policy import Decision, KeyRequest, PolicyDecisionPoint
+from origin.license.policy import (
+    DEFAULT_POLICY,
+    ContentKeyPolicy,
+    Decision,
+    Entitlement,
+    KeyRequest,
+    PolicyDecisionPoint,
+)
 from origin.license.server import start_license_site
 from origin.license.settings import LicenseSettings
 from tests.tools.licence import AUTH, TOKEN, running_licence_app
@@ -200,7 +207,8 @@ async def test_internal_token_in_query_does_not_authenticate(server: Server) -> 
 
 
 class DenyingPolicy(PolicyDecisionPoint):
-    def decide(self, request: KeyRequest) -> Decision:
+    def decide(self, request: KeyRequest, policy: ContentKeyPolicy = DEFAULT_POLICY,
+               entitlement: Entitlement | None = None) -> Decision:
         return Decision(allowed=False, reason="token required")
 
 
@@ -208,13 +216,15 @@ class RecordingPolicy(PolicyDecisionPoint):
     def __init__(self) -> None:
         self.requests: list[KeyRequest] = []
 
-    def decide(self, request: KeyRequest) -> Decision:
+    def decide(self, request: KeyRequest, policy: ContentKeyPolicy = DEFAULT_POLICY,
+               entitlement: Entitlement | None = None) -> Decision:
         self.requests.append(request)
-        return super().decide(request)
+        return super().decide(request, policy, entitlement)
 
 
 class BrokenPolicy(PolicyDecisionPoint):
-    def decide(self, request: KeyRequest) -> Decision:
+    def decide(self, request: KeyRequest, policy: ContentKeyPolicy = DEFAULT_POLICY,
+               entitlement: Entitlement | None = None) -> Decision:
         raise RuntimeError(f"bug while holding token {request.token}")
 
 

@@ -35,7 +35,16 @@ from origin.license.clearkey import (
     decode_kid,
     parse_license_request,
 )
-from origin.license.policy import Decision, KeyRequest, KeySystem, PolicyDecisionPoint
+from origin.license.keystore import Keystore
+from origin.license.policy import (
+    DEFAULT_POLICY,
+    ContentKeyPolicy,
+    Decision,
+    Entitlement,
+    KeyRequest,
+    KeySystem,
+    PolicyDecisionPoint,
+)
 from origin.license.settings import LicenseSettings
 from tests.conftest import RunningOrigin
 from tests.tools.licence import AUTH, running_licence_app
@@ -131,14 +140,37 @@ async def test_one_kid_default_type_is_temporary(server: Server) -> None:
 
 
 @pytest.mark.parametrize("type_", ["temporary", "persistent-license"])
-async def test_several_kids_both_types(server: Server, type_: str) -> None:
+async def test_several_kids_both_types(
+    server: Server, settings: LicenseSettings, type_: str
+) -> None:
     keys = [await server.asset_key(asset) for asset in ("movie", "trailer", "extras")]
+    with Keystore.open(settings.db_path, settings.kek) as keystore:
+        for asset in ("movie", "trailer", "extras"):
+            keystore.set_policy(asset, ContentKeyPolicy(persistent=True))
     # Order is kept; a kid repeated is answered once.
     order = [keys[2], keys[0], keys[1]]
     kids = [b64u(k.kid) for k in order] + [b64u(keys[0].kid)]
     status, text, _ = await server.post(request_body(*kids, type_=type_))
     assert status == 200
     assert_license(text, order, type_)
+
+
+async def test_persistent_licence_needs_a_policy_that_allows_offline(
+    server: Server, settings: LicenseSettings
+) -> None:
+    movie, trailer = await server.asset_key("movie"), await server.asset_key("trailer")
+    with Keystore.open(settings.db_path, settings.kek) as keystore:
+        keystore.set_policy("movie", ContentKeyPolicy(persistent=True))
+    body = request_body(b64u(movie.kid), type_="persistent-license")
+    assert (await server.post(body))[0] == 200
+    # The default policy is streaming only; one such kid refuses the whole request.
+    body = request_body(b64u(movie.kid), b64u(trailer.kid), type_="persistent-license")
+    status, text, _ = await server.post(body)
+    assert status == 403
+    assert json.loads(text) == {"error": "persistent licences are not allowed for this asset"}
+    assert_no_secret(text, movie, trailer)
+    status, text, _ = await server.post(request_body(b64u(trailer.kid)))
+    assert status == 200
 
 
 async def test_padding_variants_are_accepted(server: Server) -> None:
@@ -266,26 +298,29 @@ async def test_other_methods_are_405(server: Server) -> None:
 
 
 class DenyingPolicy(PolicyDecisionPoint):
-    def decide(self, request: KeyRequest) -> Decision:
+    def decide(self, request: KeyRequest, policy: ContentKeyPolicy = DEFAULT_POLICY,
+               entitlement: Entitlement | None = None) -> Decision:
         return Decision(allowed=False, reason="token required")
 
 
 class DenyAssetPolicy(PolicyDecisionPoint):
     """Refuses one asset only: a request naming it must fail as a whole."""
 
-    def decide(self, request: KeyRequest) -> Decision:
+    def decide(self, request: KeyRequest, policy: ContentKeyPolicy = DEFAULT_POLICY,
+               entitlement: Entitlement | None = None) -> Decision:
         if request.asset == "trailer":
             return Decision(allowed=False, reason="not entitled")
-        return super().decide(request)
+        return super().decide(request, policy, entitlement)
 
 
 class RecordingPolicy(PolicyDecisionPoint):
     def __init__(self) -> None:
         self.requests: list[KeyRequest] = []
 
-    def decide(self, request: KeyRequest) -> Decision:
+    def decide(self, request: KeyRequest, policy: ContentKeyPolicy = DEFAULT_POLICY,
+               entitlement: Entitlement | None = None) -> Decision:
         self.requests.append(request)
-        return super().decide(request)
+        return super().decide(request, policy, entitlement)
 
 
 @pytest.mark.parametrize("policy", [DenyingPolicy()])

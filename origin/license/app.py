@@ -29,12 +29,19 @@ from typing import ParamSpec, TypeVar
 from aiohttp import hdrs, web
 
 from origin.crypto.key import ContentKey
-from origin.errors import Forbidden, NotFound
+from origin.errors import NotFound
 from origin.license import clearkey
+from origin.license.authorization import Authorizer, TokenVerifierBox, presented_token
 from origin.license.keystore import Keystore, StoredKey
 from origin.license.kid import parse_kid_strict
 from origin.license.middleware import error_middleware
-from origin.license.policy import KeyRequest, KeySystem, PolicyDecisionPoint
+from origin.license.policy import (
+    Decision,
+    KeyRequest,
+    KeySystem,
+    LicenseType,
+    PolicyDecisionPoint,
+)
 from origin.license.settings import LicenseSettings
 
 P = ParamSpec("P")
@@ -43,6 +50,8 @@ T = TypeVar("T")
 SETTINGS_KEY = web.AppKey("license_settings", LicenseSettings)
 KEYSTORE_KEY = web.AppKey("license_keystore", Keystore)
 POLICY_KEY = web.AppKey("license_policy", PolicyDecisionPoint)
+AUTHORIZER_KEY = web.AppKey("license_authorizer", Authorizer)
+VERIFIER_KEY = web.AppKey("license_token_verifier", TokenVerifierBox)
 
 NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
 
@@ -54,6 +63,7 @@ def build_license_app(
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS_KEY] = settings
     app[POLICY_KEY] = policy if policy is not None else PolicyDecisionPoint()
+    app[VERIFIER_KEY] = TokenVerifierBox()
     app.cleanup_ctx.append(_keystore_context)
     app.router.add_get("/license/aes128/{kid}", aes128_key)
     app.router.add_post("/license/clearkey", clearkey_license)
@@ -68,6 +78,7 @@ async def _keystore_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS_KEY]
     keystore = await run_blocking(Keystore.open, settings.db_path, settings.kek)
     app[KEYSTORE_KEY] = keystore
+    app[AUTHORIZER_KEY] = Authorizer(keystore, app[VERIFIER_KEY], pdp=app[POLICY_KEY])
     try:
         yield
     finally:
@@ -86,16 +97,10 @@ async def aes128_key(request: web.Request) -> web.Response:
     stored = await run_blocking(request.app[KEYSTORE_KEY].get, kid)
     if stored is None:
         raise NotFound("unknown key id")
-    decision = request.app[POLICY_KEY].decide(
-        KeyRequest(
-            kid=kid,
-            asset=stored.record.asset,
-            key_system=KeySystem.AES128,
-            token=_player_token(request),
-        )
+    await authorize(
+        request,
+        [KeyRequest(kid, stored.record.asset, KeySystem.AES128, player_token(request))],
     )
-    if not decision.allowed:
-        raise Forbidden(decision.reason)
     return web.Response(
         body=stored.key.key, content_type="application/octet-stream", headers=NO_STORE
     )
@@ -110,19 +115,19 @@ async def clearkey_license(request: web.Request) -> web.Response:
     if any(stored is None for stored in found):
         raise NotFound("unknown key id")
     keys = [stored for stored in found if stored is not None]
-    policy = request.app[POLICY_KEY]
-    token = _player_token(request)
-    for stored in keys:
-        decision = policy.decide(
-            KeyRequest(
-                kid=stored.key.kid,
-                asset=stored.record.asset,
-                key_system=KeySystem.CLEARKEY,
-                token=token,
-            )
-        )
-        if not decision.allowed:
-            raise Forbidden(decision.reason)
+    token = player_token(request)
+    license_type = (
+        LicenseType.PERSISTENT
+        if license_request.session_type is clearkey.SessionType.PERSISTENT_LICENSE
+        else LicenseType.STREAMING
+    )
+    await authorize(
+        request,
+        [
+            KeyRequest(s.key.kid, s.record.asset, KeySystem.CLEARKEY, token, license_type)
+            for s in keys
+        ],
+    )
     licence = clearkey.build_license([s.key for s in keys], license_request.session_type)
     return web.Response(
         body=licence.to_json(), content_type=clearkey.CONTENT_TYPE, headers=NO_STORE
@@ -182,8 +187,14 @@ def _kid_param(request: web.Request) -> bytes:
     return parse_kid_strict(request.match_info["kid"])
 
 
-def _player_token(request: web.Request) -> str | None:
-    return bearer_token(request) or request.query.get("token") or None
+def player_token(request: web.Request) -> str | None:
+    """The token the player presented (``origin.license.authorization.presented_token``)."""
+    return presented_token(request.headers, request.query)
+
+
+async def authorize(request: web.Request, key_requests: list[KeyRequest]) -> Decision:
+    """Run the ``Authorizer`` (in the executor); raises 401/403/503, else the decision."""
+    return await run_blocking(request.app[AUTHORIZER_KEY].authorize, key_requests)
 
 
 def _require_internal_token(request: web.Request) -> None:

@@ -17,9 +17,16 @@ from origin.errors import OriginError
 from origin.license.keystore import KeyRecord, Keystore, KeystoreError
 from origin.license.kid import parse_kid_strict
 from origin.license.server import run_license_server
-from origin.license.settings import LicenseSettings, load_internal_token, load_kek
+from origin.license.settings import (
+    LicenseSettings,
+    load_admin_token,
+    load_internal_token,
+    load_kek,
+    load_license_config,
+)
 
 DB_FILE = "keys.sqlite"
+CONFIG_FILE = "license.toml"
 DEFAULT_STATE_DIR = Path("var")
 
 
@@ -50,6 +57,13 @@ def add_license_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     listen = serve.add_mutually_exclusive_group()
     listen.add_argument("--port", type=int, default=None, help="TCP port (default 8081)")
     listen.add_argument("--socket", default=None, help="listen on this Unix socket (mode 0600)")
+    serve.add_argument(
+        "--license-config",
+        type=Path,
+        default=None,
+        help="licence configuration file (TOML: [token], [fairplay], [widevine], [playready]);"
+        " default <state-dir>/license.toml if it exists",
+    )
     serve.set_defaults(func=serve_license)
 
     keys_parser = sub.add_parser("keys", help="inspect and rotate content keys")
@@ -74,9 +88,21 @@ def serve_license(args: argparse.Namespace) -> int:
         token = load_internal_token(os.environ)
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         kek = load_kek(env=os.environ, kek_file=args.kek_file, state_dir=state_dir)
+        admin_token = load_admin_token(os.environ)
+        config_path: Path | None = args.license_config
+        if config_path is None and (state_dir / CONFIG_FILE).is_file():
+            config_path = state_dir / CONFIG_FILE
+        config = load_license_config(config_path) if config_path is not None else {}
     except (ValueError, OSError) as exc:
         return _fail(str(exc))
-    settings = LicenseSettings(db_path=state_dir / DB_FILE, kek=kek, internal_token=token)
+    settings = LicenseSettings(
+        db_path=state_dir / DB_FILE,
+        kek=kek,
+        internal_token=token,
+        admin_token=admin_token,
+        config=config,
+        config_dir=(config_path.parent if config_path is not None else state_dir).resolve(),
+    )
     try:
         run_license_server(settings, host=args.host, port=args.port, unix_path=args.socket)
     except (KeystoreError, OSError, ValueError) as exc:

@@ -14,6 +14,8 @@ KEK check value, so opening the file with the wrong KEK fails at once.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -31,10 +33,13 @@ from typing import Self
 from origin.crypto.key import KEY_SIZE, KID_SIZE, ContentKey
 from origin.crypto.keywrap import KEK_SIZES, KeyUnwrapError, unwrap_key, wrap_key
 from origin.errors import BadRequest
+from origin.license.policy import DEFAULT_POLICY, ContentKeyPolicy, parse_policy
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 had no policies or token_uses tables; CREATE IF NOT EXISTS adds them.
+_UPGRADABLE_VERSIONS = frozenset({"1"})
 BUSY_TIMEOUT_S = 10.0
 # A fixed block wrapped under the KEK when the store is created; unwrapping it on
 # open proves the configured KEK is the one the keys were wrapped with.
@@ -58,6 +63,22 @@ _SCHEMA = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS content_keys_asset ON content_keys(asset)",
+    # One content key policy per asset, as the JSON of ``ContentKeyPolicy.to_json``.
+    """
+    CREATE TABLE IF NOT EXISTS policies (
+        asset TEXT PRIMARY KEY,
+        policy TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )
+    """,
+    # Replay counter of tokens with a use limit: SHA-256 of the token id, never the token.
+    """
+    CREATE TABLE IF NOT EXISTS token_uses (
+        token_hash BLOB PRIMARY KEY,
+        uses INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    )
+    """,
     # At most one active key per asset, whatever a caller does.
     """
     CREATE UNIQUE INDEX IF NOT EXISTS content_keys_one_active
@@ -234,6 +255,93 @@ class Keystore:
         log.info("rotated key for asset %s: new kid %s", asset, kid.hex())
         return _record(row)
 
+    def import_key(self, key: ContentKey, asset: str, *, active: bool) -> KeyRecord:
+        """Store a key made elsewhere (CPIX import) for ``asset``; committed before returning.
+
+        ``active`` makes it the asset's active key (the previous one becomes inactive).
+        Importing a kid that is already stored with the same key and asset is a no-op;
+        the same kid with another key or asset is ``KeystoreError``.  Blocking.
+        """
+        validate_asset(asset)
+        with self._connection() as conn, _write_transaction(conn):
+            row = conn.execute(
+                "SELECT asset, wrapped_key FROM content_keys WHERE kid = ?", (key.kid,)
+            ).fetchone()
+            if row is not None:
+                if row[0] != asset or self._unwrap(key.kid, row[1]).key != key.key:
+                    raise KeystoreError(f"key {key.kid.hex()} is already stored, differently")
+            else:
+                conn.execute(
+                    "INSERT INTO content_keys(kid, asset, wrapped_key, created_at, active)"
+                    " VALUES (?, ?, ?, ?, 0)",
+                    (key.kid, asset, wrap_key(self._kek, key.key), _now()),
+                )
+            if active:
+                conn.execute(
+                    "UPDATE content_keys SET active = 0 WHERE asset = ? AND active = 1", (asset,)
+                )
+                conn.execute("UPDATE content_keys SET active = 1 WHERE kid = ?", (key.kid,))
+            out = conn.execute(
+                "SELECT kid, asset, created_at, active FROM content_keys WHERE kid = ?",
+                (key.kid,),
+            ).fetchone()
+        return _record(out)
+
+    def policy(self, asset: str) -> ContentKeyPolicy:
+        """The asset's content key policy (``DEFAULT_POLICY`` if none is stored).  Blocking."""
+        validate_asset(asset)
+        with self._connection() as conn:
+            row = conn.execute("SELECT policy FROM policies WHERE asset = ?", (asset,)).fetchone()
+        if row is None:
+            return DEFAULT_POLICY
+        try:
+            return parse_policy(json.loads(row[0]))
+        except (ValueError, BadRequest):
+            raise KeystoreError(f"stored policy of asset {asset} is corrupt") from None
+
+    def policies(self) -> dict[str, ContentKeyPolicy]:
+        """Every stored policy by asset.  Blocking."""
+        with self._connection() as conn:
+            rows = conn.execute("SELECT asset FROM policies ORDER BY asset").fetchall()
+        return {row[0]: self.policy(row[0]) for row in rows}
+
+    def set_policy(self, asset: str, policy: ContentKeyPolicy) -> None:
+        """Store (replace) the asset's policy; committed before returning.  Blocking."""
+        validate_asset(asset)
+        with self._connection() as conn, _write_transaction(conn):
+            conn.execute(
+                "INSERT INTO policies(asset, policy, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(asset) DO UPDATE SET policy = excluded.policy,"
+                " updated_at = excluded.updated_at",
+                (asset, json.dumps(policy.to_json(), sort_keys=True), _now()),
+            )
+
+    def delete_policy(self, asset: str) -> bool:
+        """Drop the asset's policy (it falls back to the default); True if one existed."""
+        validate_asset(asset)
+        with self._connection() as conn, _write_transaction(conn):
+            cursor = conn.execute("DELETE FROM policies WHERE asset = ?", (asset,))
+        return cursor.rowcount > 0
+
+    def count_token_use(self, token_id: str, expires_at: int, now: int) -> int:
+        """Count one more use of the token ``token_id`` and return its uses so far.
+
+        Only a hash of the id is stored.  Rows of tokens expired before ``now`` are
+        purged in the same transaction.  Committed before returning.  Blocking.
+        """
+        digest = hashlib.sha256(token_id.encode("utf-8", "surrogateescape")).digest()
+        with self._connection() as conn, _write_transaction(conn):
+            conn.execute("DELETE FROM token_uses WHERE expires_at < ?", (now,))
+            conn.execute(
+                "INSERT INTO token_uses(token_hash, uses, expires_at) VALUES (?, 1, ?)"
+                " ON CONFLICT(token_hash) DO UPDATE SET uses = uses + 1",
+                (digest, expires_at),
+            )
+            row = conn.execute(
+                "SELECT uses FROM token_uses WHERE token_hash = ?", (digest,)
+            ).fetchone()
+        return int(row[0])
+
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
@@ -274,6 +382,12 @@ def _prepare(conn: sqlite3.Connection, kek: bytes) -> None:
             )
             return
     version = meta.get("schema_version")
+    if version in _UPGRADABLE_VERSIONS:
+        with _write_transaction(conn):
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+        version = str(SCHEMA_VERSION)
     if version != str(SCHEMA_VERSION):
         raise KeystoreError(
             f"keystore schema version {version!r} is not supported (expected {SCHEMA_VERSION})"
@@ -312,13 +426,17 @@ def _insert_key(conn: sqlite3.Connection, kek: bytes, asset: str) -> tuple[bytes
     """Insert a fresh active key (inside the caller's transaction); return (kid, wrapped)."""
     kid = uuid.uuid4().bytes
     wrapped = wrap_key(kek, os.urandom(KEY_SIZE))
-    created = datetime.now(UTC).isoformat(timespec="microseconds")
+    created = _now()
     conn.execute(
         "INSERT INTO content_keys(kid, asset, wrapped_key, created_at, active)"
         " VALUES (?, ?, ?, ?, 1)",
         (kid, asset, wrapped, created),
     )
     return kid, wrapped
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _record(row: tuple[bytes, str, str, int] | sqlite3.Row) -> KeyRecord:

@@ -27,7 +27,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException:
         raise
     except OriginError as exc:
-        return web.json_response({"error": exc.detail}, status=exc.status)
+        return web.json_response(
+            {"error": exc.detail},
+            status=exc.status,
+            headers={"Cache-Control": "no-store", **(exc.headers or {})},
+        )
     except Exception as exc:
         stack = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
         log.error(

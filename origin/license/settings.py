@@ -13,9 +13,11 @@ import logging
 import os
 import secrets
 import stat
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from origin.crypto.keywrap import KEK_SIZES
 
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 KEK_ENV = "ORIGIN_KEK"
 TOKEN_ENV = "ORIGIN_LICENSE_TOKEN"  # noqa: S105 - the name of the variable, not a secret
+ADMIN_TOKEN_ENV = "ORIGIN_ADMIN_TOKEN"  # noqa: S105 - the name of the variable, not a secret
 DEFAULT_KEK_FILE = "kek"
 MIN_TOKEN_LENGTH = 16
 RAW_KEK_FILE_SIZE = 32
@@ -32,11 +35,60 @@ _SIZES_TEXT = "16, 24 or 32 bytes"
 
 @dataclass(frozen=True)
 class LicenseSettings:
-    """Everything the licence module's app needs to run."""
+    """Everything the licence module's app needs to run.
+
+    ``config`` is the licence configuration file (TOML, ``--license-config``) as
+    parsed tables; each subsystem (``token``, ``fairplay``, ``widevine``,
+    ``playready``) validates its own table when the app starts, resolving
+    relative paths against ``config_dir``.  Secrets stay out of the file: they
+    come from the environment or from files it names.
+    """
 
     db_path: Path
     kek: bytes = field(repr=False)
     internal_token: str = field(repr=False)
+    admin_token: str | None = field(default=None, repr=False)
+    config: Mapping[str, Any] = field(default_factory=dict)
+    config_dir: Path = Path(".")
+
+    def section(self, name: str) -> Mapping[str, Any] | None:
+        """The ``[name]`` table of the configuration file, if present.
+
+        ``ValueError`` if ``name`` is present but not a table.
+        """
+        table = self.config.get(name)
+        if table is None:
+            return None
+        if not isinstance(table, Mapping):
+            raise ValueError(f"licence config: [{name}] must be a table")
+        return table
+
+    def resolve(self, path: str) -> Path:
+        """A path from the configuration file, relative to the file's directory."""
+        return (self.config_dir / path).resolve()
+
+
+def load_license_config(path: Path) -> dict[str, Any]:
+    """Parse the licence configuration file (TOML).  ``ValueError`` names the file.  Blocking."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ValueError(f"cannot read licence config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"licence config {path} is not valid TOML: {exc}") from None
+
+
+def load_admin_token(env: Mapping[str, str]) -> str | None:
+    """The admin API's bearer token (``ORIGIN_ADMIN_TOKEN``); ``None`` disables the API."""
+    token = env.get(ADMIN_TOKEN_ENV)
+    if not token:
+        return None
+    if len(token) < MIN_TOKEN_LENGTH or not all("!" <= ch <= "~" for ch in token):
+        raise ValueError(
+            f"{ADMIN_TOKEN_ENV} must be at least {MIN_TOKEN_LENGTH} printable ASCII characters"
+        )
+    return token
 
 
 def load_kek(*, env: Mapping[str, str], kek_file: Path | None, state_dir: Path) -> bytes:

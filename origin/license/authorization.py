@@ -1,0 +1,156 @@
+"""Authorisation of key and licence requests: token, policy, replay counter — in that order.
+
+Rules:
+
+- Every licence route (AES-128 key, ClearKey, FairPlay, Widevine, PlayReady)
+  calls ``Authorizer.authorize`` before any key byte is read for the reply or
+  any request leaves for a KSM or an upstream licence server.
+- Only assets whose policy is ``token`` look at the token.  No token → 401;
+  a token that does not verify (signature, algorithm, exp/nbf, aud, iss,
+  shape) → 401; a valid token that does not cover the request (asset, kid,
+  offline) → 403; a token past its ``max_uses`` → 403.  The use is counted
+  only once everything else passed, once per licence request.
+- A token policy with no token verification configured → 503: a
+  misconfiguration must not open the door.
+- Where the token comes from (``presented_token``): ``Authorization: Bearer``,
+  else the ``token`` query parameter, else the Kaltura SDK's ``ks`` query
+  parameter, else the ``user_token`` inside its base64 JSON ``custom_data``.
+
+``authorize`` blocks (SQLite) and runs in the executor.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol
+
+from origin.errors import DependencyUnavailable, Forbidden, Unauthorized
+from origin.license.keystore import Keystore
+from origin.license.policy import (
+    ContentKeyPolicy,
+    Decision,
+    KeyRequest,
+    PolicyDecisionPoint,
+    Restriction,
+)
+from origin.license.token import TokenRejected, VerifiedToken
+
+REALM = "origin-license"
+MAX_CUSTOM_DATA_CHARS = 8192
+
+
+class TokenVerifier(Protocol):
+    def verify(self, token: str, *, now: float) -> VerifiedToken: ...
+
+
+class TokenVerifierBox:
+    """The app's token verifier, filled in when the app starts (``None``: not configured)."""
+
+    def __init__(self) -> None:
+        self.verifier: TokenVerifier | None = None
+
+    def verify(self, token: str, *, now: float) -> VerifiedToken:
+        if self.verifier is None:
+            raise DependencyUnavailable("token verification is not configured")
+        return self.verifier.verify(token, now=now)
+
+    @property
+    def configured(self) -> bool:
+        return self.verifier is not None
+
+
+class Authorizer:
+    """Decides licence requests against stored policies.  Blocking; thread-safe."""
+
+    def __init__(
+        self,
+        keystore: Keystore,
+        verifier: TokenVerifierBox,
+        *,
+        pdp: PolicyDecisionPoint | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._keystore = keystore
+        self._verifier = verifier
+        self._pdp = pdp if pdp is not None else PolicyDecisionPoint()
+        self._clock = clock
+
+    def policy(self, asset: str) -> ContentKeyPolicy:
+        return self._keystore.policy(asset)
+
+    def authorize(self, requests: Sequence[KeyRequest]) -> Decision:
+        """Allow every request or raise ``Unauthorized``/``Forbidden``.  All share one token.
+
+        Returns the (combined) decision: the shortest durations of the policies met.
+        """
+        if not requests:
+            raise Forbidden("no key requested")
+        now = self._clock()
+        policies = {r.asset: self._keystore.policy(r.asset) for r in requests}
+        verified: VerifiedToken | None = None
+        if any(p.restriction is Restriction.TOKEN for p in policies.values()):
+            verified = self._verify(requests[0].token, now)
+        decisions = []
+        for request in requests:
+            entitlement = verified.entitlement if verified is not None else None
+            decision = self._pdp.decide(request, policies[request.asset], entitlement)
+            if not decision.allowed:
+                raise Forbidden(decision.reason)
+            decisions.append(decision)
+        if verified is not None and verified.max_uses is not None:
+            uses = self._keystore.count_token_use(verified.token_id, verified.expires_at,
+                                                  int(now))
+            if uses > verified.max_uses:
+                raise Forbidden("token use limit reached")
+        return Decision(
+            True,
+            decisions[0].reason,
+            decisions[0].license_type,
+            _shortest(d.license_duration_s for d in decisions),
+            _shortest(d.rental_duration_s for d in decisions),
+        )
+
+    def _verify(self, token: str | None, now: float) -> VerifiedToken:
+        if token is None:
+            raise Unauthorized("a token is required", realm=REALM)
+        if not self._verifier.configured:
+            raise DependencyUnavailable("token verification is not configured")
+        try:
+            return self._verifier.verify(token, now=now)
+        except TokenRejected as exc:
+            raise Unauthorized(exc.reason, realm=REALM) from None
+
+
+def _shortest(values: Iterable[int | None]) -> int | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def presented_token(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    """The token a player presented, from the first source that has one (module rules)."""
+    scheme, _, value = headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    for name in ("token", "ks"):
+        if query.get(name):
+            return query[name]
+    custom = query.get("custom_data")
+    if custom and len(custom) <= MAX_CUSTOM_DATA_CHARS:
+        return _kaltura_user_token(custom)
+    return None
+
+
+def _kaltura_user_token(custom_data: str) -> str | None:
+    """``user_token`` of Kaltura's ``custom_data`` (base64 or base64url JSON), if any."""
+    padded = custom_data + "=" * (-len(custom_data) % 4)
+    try:
+        raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+        data = json.loads(raw)
+    except (binascii.Error, ValueError):
+        return None
+    token = data.get("user_token") if isinstance(data, dict) else None
+    return token if isinstance(token, str) and token else None
