@@ -397,3 +397,39 @@ def test_open_policy_allows_every_key_system() -> None:
         decision = pdp.decide(KeyRequest(os.urandom(16), "movie", system))
         assert decision == Decision(allowed=True, reason="open policy")
     assert KeySystem("aes128") is KeySystem.AES128
+
+
+def test_import_keys_is_all_or_nothing(store: Keystore) -> None:
+    existing = store.active_key("movie")
+    fresh = [ContentKey(os.urandom(16), os.urandom(16)) for _ in range(2)]
+    clash = ContentKey(existing.kid, os.urandom(16))  # a stored kid with another key
+    with pytest.raises(KeystoreError):
+        store.import_keys([*fresh, clash], "movie", active_kid=fresh[0].kid)
+    assert all(store.get(k.kid) is None for k in fresh)
+    assert store.active_key("movie") == existing
+    records = store.import_keys([*fresh, existing], "movie", active_kid=fresh[1].kid)
+    assert [r.kid for r in records] == [fresh[0].kid, fresh[1].kid, existing.kid]
+    assert [r.active for r in records] == [False, True, False]
+    assert store.active_key("movie") == fresh[1]
+    # Re-importing the same keys is a no-op.
+    assert store.import_keys(fresh, "movie") == store.import_keys(fresh, "movie")
+
+
+def test_policies_round_trip_and_default(store: Keystore) -> None:
+    from origin.license.policy import DEFAULT_POLICY, ContentKeyPolicy, Restriction
+
+    assert store.policy("movie") == DEFAULT_POLICY
+    policy = ContentKeyPolicy(Restriction.TOKEN, True, 3600, 86400)
+    store.set_policy("movie", policy)
+    assert store.policy("movie") == policy
+    assert store.policies() == {"movie": policy}
+    assert store.delete_policy("movie") is True
+    assert store.delete_policy("movie") is False
+    assert store.policy("movie") == DEFAULT_POLICY
+
+
+def test_token_uses_count_up_and_expired_rows_go(store: Keystore) -> None:
+    assert [store.count_token_use("jti-1", 2000, 1000) for _ in range(3)] == [1, 2, 3]
+    assert store.count_token_use("jti-2", 2000, 1000) == 1
+    # Once expired, a row is purged: the counter starts again (the token is refused anyway).
+    assert store.count_token_use("jti-1", 4000, 3000) == 1

@@ -69,7 +69,18 @@ def build_license_app(
     app.router.add_post("/license/clearkey", clearkey_license)
     app.router.add_get("/internal/v1/assets/{asset}/key", internal_asset_key)
     app.router.add_get("/internal/v1/keys/{kid}", internal_key)
+    app.router.add_get("/internal/v1/assets/{asset}/playback", internal_playback)
     app.router.add_get("/healthz", healthz)
+    # Imported here: these modules use this one's app keys (an import cycle otherwise).
+    from origin.license.admin import setup_admin
+    from origin.license.fairplay_routes import setup_fairplay
+    from origin.license.token_setup import setup_token_verification
+    from origin.license.upstream_routes import setup_upstreams
+
+    setup_token_verification(app)
+    setup_admin(app)
+    setup_fairplay(app)
+    setup_upstreams(app)
     return app
 
 
@@ -149,6 +160,24 @@ async def internal_key(request: web.Request) -> web.Response:
     if stored is None:
         raise NotFound("unknown key id")
     body = _key_json(stored.key) | {"asset": stored.record.asset}
+    return web.json_response(body, headers=NO_STORE)
+
+
+async def internal_playback(request: web.Request) -> web.Response:
+    """What a player needs to know about an asset's licences: its key ids, its policy, and
+    which licence services are configured.  Creates the asset's key on first use, like
+    ``internal_asset_key``; never returns key bytes.  Internal API."""
+    _require_internal_token(request)
+    asset = request.match_info["asset"]
+    keystore = request.app[KEYSTORE_KEY]
+    key = await run_blocking(keystore.active_key, asset)
+    policy = await run_blocking(keystore.policy, asset)
+    settings = request.app[SETTINGS_KEY]
+    configured = {
+        name: settings.config.get(name) is not None for name in ("fairplay", "widevine",
+                                                                  "playready")
+    }
+    body = {"kid": key.kid_hex, "policy": policy.to_json(), "configured": configured}
     return web.json_response(body, headers=NO_STORE)
 
 

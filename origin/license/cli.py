@@ -30,8 +30,8 @@ CONFIG_FILE = "license.toml"
 DEFAULT_STATE_DIR = Path("var")
 
 
-def add_license_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register the ``license`` and ``keys`` subcommands on the main parser's subparsers."""
+def store_options() -> argparse.ArgumentParser:
+    """The ``--state-dir`` / ``--kek-file`` options every keystore command takes (a parent)."""
     store = argparse.ArgumentParser(add_help=False)
     store.add_argument(
         "--state-dir",
@@ -45,7 +45,18 @@ def add_license_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         default=None,
         help="file holding the key-encryption key (default: $ORIGIN_KEK, else <state-dir>/kek)",
     )
+    return store
 
+
+def add_license_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Register the ``license`` and ``keys`` subcommands on the main parser's subparsers.
+
+    Returns the ``keys`` subparsers, so the entry layer can add commands that need more
+    than the licence module (``keys import`` / ``keys export``).
+    """
+    store = store_options()
     license_parser = sub.add_parser("license", help="the licence module")
     license_sub = license_parser.add_subparsers(dest="license_command", required=True)
     serve = license_sub.add_parser(
@@ -77,6 +88,12 @@ def add_license_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     rotate = keys_sub.add_parser("rotate", parents=[store], help="give an asset a new active key")
     rotate.add_argument("asset")
     rotate.set_defaults(func=rotate_key)
+
+    # Imported here: access_cli reuses this module's helpers (an import cycle otherwise).
+    from origin.license.access_cli import add_access_commands
+
+    add_access_commands(sub)
+    return keys_sub
 
 
 def serve_license(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -256,36 +256,51 @@ class Keystore:
         return _record(row)
 
     def import_key(self, key: ContentKey, asset: str, *, active: bool) -> KeyRecord:
-        """Store a key made elsewhere (CPIX import) for ``asset``; committed before returning.
+        """Store one key made elsewhere; see ``import_keys``."""
+        return self.import_keys([key], asset, active_kid=key.kid if active else None)[0]
 
-        ``active`` makes it the asset's active key (the previous one becomes inactive).
-        Importing a kid that is already stored with the same key and asset is a no-op;
-        the same kid with another key or asset is ``KeystoreError``.  Blocking.
+    def import_keys(
+        self, keys: Sequence[ContentKey], asset: str, *, active_kid: bytes | None = None
+    ) -> list[KeyRecord]:
+        """Store keys made elsewhere (CPIX import) for ``asset``: all in one transaction.
+
+        ``active_kid`` (one of ``keys``) becomes the asset's active key (the previous one
+        becomes inactive).  A kid already stored with the same key and asset is left as it
+        is; the same kid with another key or asset is ``KeystoreError`` and nothing at all
+        is written.  Committed before returning.  Blocking.
         """
         validate_asset(asset)
+        if active_kid is not None and active_kid not in {k.kid for k in keys}:
+            raise KeystoreError("the key to activate is not among the imported keys")
         with self._connection() as conn, _write_transaction(conn):
-            row = conn.execute(
-                "SELECT asset, wrapped_key FROM content_keys WHERE kid = ?", (key.kid,)
-            ).fetchone()
-            if row is not None:
-                if row[0] != asset or self._unwrap(key.kid, row[1]).key != key.key:
-                    raise KeystoreError(f"key {key.kid.hex()} is already stored, differently")
-            else:
+            for key in keys:
+                row = conn.execute(
+                    "SELECT asset, wrapped_key FROM content_keys WHERE kid = ?", (key.kid,)
+                ).fetchone()
+                if row is not None:
+                    if row[0] != asset or self._unwrap(key.kid, row[1]).key != key.key:
+                        raise KeystoreError(
+                            f"key {key.kid.hex()} is already stored, differently"
+                        )
+                    continue
                 conn.execute(
                     "INSERT INTO content_keys(kid, asset, wrapped_key, created_at, active)"
                     " VALUES (?, ?, ?, ?, 0)",
                     (key.kid, asset, wrap_key(self._kek, key.key), _now()),
                 )
-            if active:
+            if active_kid is not None:
                 conn.execute(
                     "UPDATE content_keys SET active = 0 WHERE asset = ? AND active = 1", (asset,)
                 )
-                conn.execute("UPDATE content_keys SET active = 1 WHERE kid = ?", (key.kid,))
-            out = conn.execute(
-                "SELECT kid, asset, created_at, active FROM content_keys WHERE kid = ?",
-                (key.kid,),
-            ).fetchone()
-        return _record(out)
+                conn.execute("UPDATE content_keys SET active = 1 WHERE kid = ?", (active_kid,))
+            rows = [
+                conn.execute(
+                    "SELECT kid, asset, created_at, active FROM content_keys WHERE kid = ?",
+                    (key.kid,),
+                ).fetchone()
+                for key in keys
+            ]
+        return [_record(row) for row in rows]
 
     def policy(self, asset: str) -> ContentKeyPolicy:
         """The asset's content key policy (``DEFAULT_POLICY`` if none is stored).  Blocking."""
