@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from origin.config import LicenseEndpoint, OriginSettings
+from origin.log_redaction import install_log_redaction
 
 log = logging.getLogger("origin")
 
@@ -41,6 +42,7 @@ def run_async(coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
 
 
 def _license_socket(state_dir: Path) -> Path:
@@ -133,7 +135,8 @@ def _cmd_media_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from origin.license.cli import add_license_commands
+    from origin.keys_cpix import add_cpix_commands
+    from origin.license.cli import add_license_commands, store_options
 
     parser = argparse.ArgumentParser(prog="origin", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ffmpeg", default="ffmpeg")
     demo.set_defaults(func=_cmd_media_demo)
 
-    add_license_commands(sub)
+    keys_sub = add_license_commands(sub)
+    add_cpix_commands(keys_sub, store_options())
     return parser
 
 

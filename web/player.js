@@ -55,7 +55,17 @@ function drmConfig(format, scheme) {
   return { drm: { servers: {} } };  // clear, or AES-128: Shaka fetches the key URI itself
 }
 
-async function play(url, format, scheme, link) {
+// Shaka Player reaches Clear Key in HLS only through an identity key (the key route);
+// origin writes one under cbcs when asked with key_systems (under cenc it always does).
+function playerUrl(url, format, scheme) {
+  if (format !== 'hls' || scheme !== 'cbcs') return url;
+  const u = new URL(url, location.href);
+  u.searchParams.set('key_systems', 'identity');
+  return u.toString();
+}
+
+async function play(pageUrl, format, scheme, link) {
+  const url = playerUrl(pageUrl, format, scheme);
   document.querySelectorAll('a.playing').forEach((a) => a.classList.remove('playing'));
   if (link) link.classList.add('playing');
   const config = drmConfig(format, scheme);

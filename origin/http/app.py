@@ -26,6 +26,7 @@ from origin.http.middleware import (
     error_middleware,
     preflight_middleware,
 )
+from origin.http.playback_routes import playback_context
 from origin.http.web_routes import WEB_DIR, player_page, web_file
 
 SETTINGS: web.AppKey[OriginSettings] = web.AppKey("settings", OriginSettings)
@@ -85,7 +86,10 @@ def build_app(settings: OriginSettings) -> web.Application:
     app.router.add_get("/web/{name}", web_file)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/assets", list_assets)
+    app.router.add_get("/api/assets/{asset}/playback", playback_context)
     app.router.add_get("/hls/{asset}/{scheme}/{tail:.+}", serve_hls)
     app.router.add_get("/dash/{asset}/{scheme}/{tail:.+}", serve_dash)
     app.router.add_route("*", "/license/{tail:.*}", proxy_license)
+    # The licence module's admin API (policies, key records): its own admin token guards it.
+    app.router.add_route("*", "/admin/{tail:.*}", proxy_license)
     return app

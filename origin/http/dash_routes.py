@@ -25,6 +25,7 @@ from origin.http.hls_routes import (
     serve_clear_file,
     serve_protected_segment,
 )
+from origin.http.playback_query import parse_playback_query
 from origin.http.ranges import respond_bytes
 from origin.packaging.catalog import MediaKind
 from origin.packaging.dash import DEFAULT_MANIFEST, produce_mpd, source_manifest
@@ -54,9 +55,10 @@ async def serve_dash(request: web.Request) -> web.StreamResponse:
             return serve_clear_file(file)
         return await serve_protected_segment(request, asset, file, scheme,
                                              await drm_context(request, asset))
-    signalling = await drm_context(request, asset) if scheme.encrypted else None
+    query = parse_playback_query(request.query)
+    signalling = await drm_context(request, asset, query) if scheme.encrypted else None
     body = await asyncio.get_running_loop().run_in_executor(
-        None, produce_mpd, asset, source, scheme.common, signalling)
+        None, produce_mpd, asset, source, scheme.common, signalling, query.filter)
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     return respond_bytes(request, body, content_type=MPD_CONTENT_TYPE, etag=etag,
                          cache_control=PLAYLIST_CACHE_CONTROL)

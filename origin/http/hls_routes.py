@@ -15,10 +15,10 @@ import hashlib
 import aiofiles
 from aiohttp import web
 
-from origin.crypto.key import ContentKey
 from origin.errors import MalformedMedia, NotFound
 from origin.http.catalog_service import CatalogService
 from origin.http.key_client import KeyClient
+from origin.http.playback_query import PlaybackQuery, parse_playback_query
 from origin.http.ranges import respond_bytes
 from origin.packaging.catalog import Asset, MediaFile, MediaKind
 from origin.packaging.drm import DrmContext, hls_key_tags, hls_ts_key_tags
@@ -27,8 +27,10 @@ from origin.packaging.hls import (
     KeyMethod,
     KeyTag,
     PlaylistKind,
+    append_query_to_playlist_uris,
     classify_playlist,
     decode_playlist,
+    filter_multivariant_playlist,
     resolve_segment_path,
     rewrite_media_playlist,
     rewrite_multivariant_playlist,
@@ -50,34 +52,51 @@ SEGMENT_CACHE_CONTROL = "public, max-age=86400"
 PLAYLIST_CACHE_CONTROL = "no-cache"
 
 
-def key_uri(key: ContentKey) -> str:
-    return f"/license/aes128/{key.kid_hex}"
-
-
 async def serve_hls(request: web.Request) -> web.StreamResponse:
     scheme = parse_scheme(request.match_info["scheme"])
     asset, file = await request.app[CATALOG].file(
         request.match_info["asset"], request.match_info["tail"]
     )
-    if not scheme.encrypted or file.kind is MediaKind.SUBTITLE:
-        return serve_clear_file(file)
-    if file.kind not in ENCRYPTABLE and file.kind is not MediaKind.PLAYLIST:
-        raise NotFound("no such file in asset")
-    drm = await drm_context(request, asset)
     if file.kind is MediaKind.PLAYLIST:
-        text = await read_playlist(file)
-        body = protect_playlist(text, file.rel, scheme, drm, asset).encode()
+        query = parse_playback_query(request.query)
+        if not scheme.encrypted and not query.filter.active:
+            return serve_clear_file(file)
+        drm = await drm_context(request, asset, query) if scheme.encrypted else None
+        text = edit_playlist(await read_playlist(file), file.rel, scheme, drm, asset, query)
+        body = text.encode()
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         return respond_bytes(request, body, content_type=file.content_type, etag=etag,
                              cache_control=PLAYLIST_CACHE_CONTROL)
+    if not scheme.encrypted or file.kind is MediaKind.SUBTITLE:
+        return serve_clear_file(file)
+    if file.kind not in ENCRYPTABLE:
+        raise NotFound("no such file in asset")
+    drm = await drm_context(request, asset)
     return await serve_protected_segment(request, asset, file, scheme, drm)
 
 
-async def drm_context(request: web.Request, asset: Asset) -> DrmContext:
-    """The asset's key (from the licence module) and its signalling context."""
+async def drm_context(request: web.Request, asset: Asset,
+                      query: PlaybackQuery | None = None) -> DrmContext:
+    """The asset's key (from the licence module) and this request's signalling context."""
     config = asset.config.require_valid()
     key = await request.app[KEYS].asset_key(asset.name)
-    return DrmContext(key, config.key_systems, public_base(request))
+    if query is None:
+        return DrmContext(key, config.key_systems, public_base(request))
+    return DrmContext(key, config.key_systems, public_base(request),
+                      selection=query.key_selection, license_query=query.license_query)
+
+
+def edit_playlist(text: str, rel: str, scheme: Scheme, drm: DrmContext | None, asset: Asset,
+                  query: PlaybackQuery) -> str:
+    """Filter (multivariant only), add key signalling, pass the query on to media playlists."""
+    multivariant = classify_playlist(text) is PlaylistKind.MULTIVARIANT
+    if multivariant and query.filter.active:
+        text = filter_multivariant_playlist(text, rel, query.filter)
+    if drm is not None:
+        text = protect_playlist(text, rel, scheme, drm, asset)
+    if multivariant:
+        text = append_query_to_playlist_uris(text, query.media_playlist_query)
+    return text
 
 
 async def serve_protected_segment(request: web.Request, asset: Asset, file: MediaFile,
@@ -129,7 +148,7 @@ def protect_playlist(text: str, rel: str, scheme: Scheme, drm: DrmContext,
         tags = hls_key_tags(drm, common)
         iv_for = None
     elif scheme is Scheme.AES128:
-        tags = [KeyTag(KeyMethod.AES_128, key_uri(key))]
+        tags = [KeyTag(KeyMethod.AES_128, drm.key_route)]
 
         def iv_for(path: str) -> bytes:
             return segment_iv(scheme, key, path)

@@ -12,12 +12,27 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
 from origin.config import LicenseEndpoint
 from origin.crypto.key import ContentKey
 from origin.errors import DependencyUnavailable, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackInfo:
+    """An asset's licence facts for a playback context (no key bytes)."""
+
+    kid: bytes
+    restriction: str  # "open" | "token"
+    offline_allowed: bool
+    license_duration_s: int | None
+    rental_duration_s: int | None
+    fairplay: bool  # a FairPlay certificate and KSM are configured
+    widevine: bool  # an upstream Widevine licence server is configured
+    playready: bool  # an upstream PlayReady licence server is configured
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +91,27 @@ class KeyClient:
         finally:
             del self._inflight[asset]
 
-    async def _fetch(self, asset: str) -> ContentKey:
-        url = f"{self._endpoint.base_url}/internal/v1/assets/{asset}/key"
+    async def playback_info(self, asset: str) -> PlaybackInfo:
+        """The asset's key id, policy and configured licence services (not cached: policies
+        change under the admin API)."""
+        doc = await self._get_json(f"/internal/v1/assets/{asset}/playback")
+        try:
+            policy, configured = doc["policy"], doc["configured"]
+            return PlaybackInfo(
+                kid=bytes.fromhex(doc["kid"]),
+                restriction=str(policy["restriction"]),
+                offline_allowed=bool(policy["persistent"]),
+                license_duration_s=_optional_int(policy.get("license_duration_s")),
+                rental_duration_s=_optional_int(policy.get("rental_duration_s")),
+                fairplay=bool(configured["fairplay"]),
+                widevine=bool(configured["widevine"]),
+                playready=bool(configured["playready"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise DependencyUnavailable("licence module sent a malformed answer") from None
+
+    async def _get_json(self, path: str) -> Any:
+        url = f"{self._endpoint.base_url}{path}"
         headers = {"Authorization": f"Bearer {self._endpoint.token}"}
         try:
             async with self._session.get(url, headers=headers) as resp:
@@ -85,10 +119,21 @@ class KeyClient:
                     raise NotFound("unknown asset")
                 if resp.status != 200:
                     raise DependencyUnavailable(f"licence module answered {resp.status}")
-                doc = await resp.json()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                return await resp.json()
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             raise DependencyUnavailable("licence module unavailable") from exc
+
+    async def _fetch(self, asset: str) -> ContentKey:
+        doc = await self._get_json(f"/internal/v1/assets/{asset}/key")
         try:
             return ContentKey(bytes.fromhex(doc["kid"]), bytes.fromhex(doc["key"]))
         except (KeyError, TypeError, ValueError):
             raise DependencyUnavailable("licence module sent a malformed key") from None
+
+
+def _optional_int(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("not an integer")
+    return value

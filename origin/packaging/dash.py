@@ -29,8 +29,10 @@ Rules:
   segment carries (:func:`~origin.packaging.drm.init_pssh_boxes`).
 - The clear form of each manifest (the skeleton) is cached per asset and
   revalidated, at most once a second, against the (size, mtime) of every file
-  it was built from.  Everything here that reads files is blocking: callers
-  run :func:`produce_mpd` in an executor.
+  it was built from; :func:`protect_mpd` and :func:`filter_mpd` (playback
+  filters, rules at that section) edit copies of it, never the cached tree.
+  Everything here that reads files is blocking: callers run
+  :func:`produce_mpd` in an executor.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from origin.container.timeline import (
     read_track_timings,
 )
 from origin.crypto.subsample import CommonScheme
-from origin.errors import MalformedMedia, NotFound
+from origin.errors import BadRequest, MalformedMedia, NotFound
 from origin.packaging.catalog import Asset, MediaFile, MediaKind
 from origin.packaging.drm import DrmContext, init_pssh_boxes
 from origin.packaging.hls import (
@@ -72,6 +74,14 @@ from origin.packaging.hls import (
     parse_multivariant_playlist,
 )
 from origin.packaging.key_system import KeySystem
+from origin.packaging.playback_filter import (
+    PlaybackFilter,
+    TrackType,
+    codec_track_type,
+)
+from origin.packaging.playback_filter import (
+    rendition_ids as rendition_ids,  # public here too: Representation ids
+)
 
 MPD_NS = "urn:mpeg:dash:schema:mpd:2011"
 MPD_NAMESPACES = frozenset({MPD_NS, "urn:mpeg:DASH:schema:MPD:2011"})
@@ -309,7 +319,7 @@ class _Writer:
 
 
 def clearkey_license_url(drm: DrmContext) -> str:
-    return f"{drm.public_base}/license/clearkey"
+    return drm.license_url(f"{drm.public_base}/license/clearkey")
 
 
 def content_protection(drm: DrmContext, scheme: CommonScheme, ns: str = MPD_NS) -> list[ET.Element]:
@@ -335,17 +345,17 @@ def content_protection(drm: DrmContext, scheme: CommonScheme, ns: str = MPD_NS) 
     # hands the pssh box to generateRequest() as 'keyids', which Chromium rejects (error
     # 113), so no licence is ever asked for.  The box stays in the init segment, where
     # every player finds it ('encrypted' event / cenc init data).
-    if KeySystem.WIDEVINE in drm.systems:
+    if KeySystem.WIDEVINE in drm.signalled:
         widevine = protection(SystemId.WIDEVINE.urn)
         pssh(widevine, SystemId.WIDEVINE)
         out.append(widevine)
-    if KeySystem.PLAYREADY in drm.systems:
+    if KeySystem.PLAYREADY in drm.signalled:
         playready = protection(SystemId.PLAYREADY.urn, PLAYREADY_VALUE)
         pro = parse_pssh(boxes[SystemId.PLAYREADY]).data
         child(playready, _q(MSPR_NS, "pro"), base64.b64encode(pro).decode())
         pssh(playready, SystemId.PLAYREADY)
         out.append(playready)
-    if KeySystem.CLEARKEY in drm.systems:
+    if KeySystem.CLEARKEY in drm.signalled:
         clearkey = protection(CLEARKEY_SCHEME, CLEARKEY_VALUE)
         url = clearkey_license_url(drm)
         child(clearkey, _q(DASHIF_NS, "Laurl"), url)
@@ -539,7 +549,7 @@ def generate_mpd(asset: Asset) -> tuple[MpdDocument, tuple[Stamp, ...]]:
                            for c in v.codecs)
             specs.setdefault(rendition.path, _Spec(rendition.path, audio=rendition,
                                                    codecs=codecs))
-    ids = _rendition_ids(list(specs))
+    ids = rendition_ids(list(specs))
     representations = []
     for spec in specs.values():
         rep = _load_representation(reader, spec, ids[spec.path])
@@ -550,21 +560,6 @@ def generate_mpd(asset: Asset) -> tuple[MpdDocument, tuple[Stamp, ...]]:
     root = _build_mpd(representations)
     ET.indent(root, space="  ")
     return MpdDocument(root), tuple(reader.stamps.values())
-
-
-def _rendition_ids(paths: Sequence[str]) -> dict[str, str]:
-    """Representation ids: the playlist's folder (``video-360p``) where no other playlist
-    shares it, else the playlist's path without its extension; made unique."""
-    folders = [posixpath.dirname(p) for p in paths]
-    ids: dict[str, str] = {}
-    for path, folder in zip(paths, folders, strict=True):
-        base = folder if folder and folders.count(folder) == 1 else posixpath.splitext(path)[0]
-        candidate, n = base, 1
-        while candidate in ids.values():
-            n += 1
-            candidate = f"{base}-{n}"
-        ids[path] = candidate
-    return ids
 
 
 def _load_representation(reader: _Reader, spec: _Spec, rep_id: str) -> _Representation | None:
@@ -845,17 +840,182 @@ def _load_source(asset: Asset, source: MediaFile) -> tuple[MpdDocument, tuple[St
 
 
 def produce_mpd(asset: Asset, source: MediaFile | None, scheme: CommonScheme | None,
-                drm: DrmContext | None) -> bytes:
-    """The MPD for one request (blocking): the clear skeleton, plus protection when asked."""
+                drm: DrmContext | None, playback_filter: PlaybackFilter | None = None) -> bytes:
+    """The MPD for one request (blocking): the clear skeleton, filtered and protected as asked."""
     if source is not None:
         key = (asset.name, "mpd:" + source.rel)
         doc = SKELETONS.get(key, lambda: _load_source(asset, source))
     else:
         key = (asset.name, "hls:" + asset.default_playlist)
         doc = SKELETONS.get(key, lambda: generate_mpd(asset))
+    if playback_filter is not None and playback_filter.active:
+        doc = filter_mpd(doc, playback_filter)
     if scheme is not None:
         if drm is None:
             raise ValueError("an encrypted MPD needs a DRM context")
         doc = protect_mpd(doc, scheme, drm)
     return serialize_mpd(doc)
 
+
+
+# --- playback filters and the offline download profile ------------------------------------------
+#
+# filter_mpd narrows a copy of an MPD, Period by Period (the rules of
+# origin.packaging.playback_filter, as for HLS):
+# - an AdaptationSet's track type comes from @contentType, else @mimeType (its own or its
+#   Representations'), else @codecs (stpp/wvtt in application/mp4 are subtitles), else
+#   ContentComponent@contentType; sets of other or unknown types (thumbnails) stay.
+# - ``tracks`` drops the sets of the types it leaves out; offline drops subtitles unless
+#   ``tracks`` names them.  ``audio_lang`` drops the audio sets whose @lang (else their
+#   first Representation's) matches none; when all audio sets go that is an error.
+# - The bitrate range, ``flavor`` (Representation@id) and ``bandwidth`` apply to the video
+#   Representations (the audio ones when no video is left), as HLS applies them to
+#   variants: ``bandwidth`` and offline keep one of them, the highest @bandwidth not above
+#   ``bandwidth``, else the highest.
+# - Offline, with video: one audio set (the best ``audio_lang`` match, else Role "main",
+#   else the first) and in it the Representation with the highest @bandwidth.
+# - Sets left without Representations go; a Period left without video or audio is an error.
+
+
+def adaptation_track_type(adaptation_set: ET.Element, ns: str) -> TrackType | None:
+    """The track type an AdaptationSet carries (ISO/IEC 23009-1 §5.3.3, §5.3.7), if known."""
+    by_content = {"video": TrackType.VIDEO, "audio": TrackType.AUDIO,
+                  "text": TrackType.SUBTITLES}
+    content = adaptation_set.get("contentType")
+    if content in by_content:
+        return by_content[content]
+    reps = _child_elements(adaptation_set, ns, "Representation")
+    mime = adaptation_set.get("mimeType") or next(
+        (r.get("mimeType", "") for r in reps if r.get("mimeType")), "")
+    codecs = adaptation_set.get("codecs") or next(
+        (r.get("codecs", "") for r in reps if r.get("codecs")), "")
+    if mime.startswith("video/"):
+        return TrackType.VIDEO
+    if mime.startswith("audio/"):
+        return TrackType.AUDIO
+    if mime.startswith("text/") or mime == "application/ttml+xml":
+        return TrackType.SUBTITLES
+    if mime == "application/mp4" and codecs.strip():
+        return codec_track_type(codecs.split(",", 1)[0])
+    for component in _child_elements(adaptation_set, ns, "ContentComponent"):
+        found = by_content.get(component.get("contentType", ""))
+        if found is not None:
+            return found
+    return None
+
+
+def _child_elements(parent: ET.Element, ns: str, name: str) -> list[ET.Element]:
+    return [child for child in parent if child.tag == _q(ns, name)]
+
+
+def _remove_element(parent: ET.Element, element: ET.Element) -> None:
+    """Remove ``element``, keeping the indentation of what follows it."""
+    children = list(parent)
+    at = next(i for i, child in enumerate(children) if child is element)
+    if at == len(children) - 1:
+        if at:
+            children[at - 1].tail = element.tail
+        else:
+            parent.text = element.tail
+    parent.remove(element)
+
+
+def _bandwidth_of(representation: ET.Element) -> int:
+    value = representation.get("bandwidth", "")
+    if not (value.isascii() and value.isdigit()):
+        raise MalformedMedia("Representation without a valid bandwidth")
+    return int(value)
+
+
+def _language_of(adaptation_set: ET.Element, ns: str) -> str | None:
+    lang = adaptation_set.get("lang")
+    if lang:
+        return lang
+    return next((r.get("lang") for r in _child_elements(adaptation_set, ns, "Representation")
+                 if r.get("lang")), None)
+
+
+def _is_main(adaptation_set: ET.Element, ns: str) -> bool:
+    return any(role.get("schemeIdUri") == ROLE_SCHEME and role.get("value") == "main"
+               for role in _child_elements(adaptation_set, ns, "Role"))
+
+
+def filter_mpd(doc: MpdDocument, f: PlaybackFilter) -> MpdDocument:
+    """A copy of ``doc`` narrowed to what ``f`` keeps (see the rules above); ``doc`` itself,
+    which the skeleton cache shares between requests, is never changed.  ``BadRequest``
+    when nothing would be left to play."""
+    root = copy.deepcopy(doc.root)
+    ns = doc.namespace
+    if f.active:
+        for period in _child_elements(root, ns, "Period"):
+            _filter_period(period, ns, f)
+    return MpdDocument(root, doc.prefixes)
+
+
+def _filter_period(period: ET.Element, ns: str, f: PlaybackFilter) -> None:
+    sets = [(s, adaptation_track_type(s, ns))
+            for s in _child_elements(period, ns, "AdaptationSet")]
+    had_representations = {id(s) for s, _ in sets if _child_elements(s, ns, "Representation")}
+
+    def unwanted(kind: TrackType | None) -> bool:
+        if kind is TrackType.SUBTITLES:
+            return not f.wants_subtitles()
+        return kind is not None and not f.wants(kind)
+
+    def drop_set(adaptation_set: ET.Element) -> None:
+        _remove_element(period, adaptation_set)
+        sets[:] = [(s, k) for s, k in sets if s is not adaptation_set]
+
+    for adaptation_set, kind in list(sets):
+        if unwanted(kind):
+            drop_set(adaptation_set)
+
+    if f.audio_languages is not None:
+        audio = [s for s, k in sets if k is TrackType.AUDIO]
+        matching = [s for s in audio if f.language_rank(_language_of(s, ns)) is not None]
+        if audio and not matching:
+            raise BadRequest("no audio rendition matches audio_lang")
+        for adaptation_set in audio:
+            if adaptation_set not in matching:
+                drop_set(adaptation_set)
+
+    video_sets = [s for s, k in sets if k is TrackType.VIDEO]
+    target_sets = video_sets or [s for s, k in sets if k is TrackType.AUDIO]
+    candidates = [(s, r) for s in target_sets for r in _child_elements(s, ns, "Representation")]
+    kept = [(s, r) for s, r in candidates
+            if f.in_bitrate_range(_bandwidth_of(r))
+            and (f.flavor is None or r.get("id") == f.flavor)]
+    if f.offline or f.bandwidth is not None:
+        pool = [(s, r) for s, r in kept
+                if f.bandwidth is None or _bandwidth_of(r) <= f.bandwidth]
+        kept = [max(pool, key=lambda item: _bandwidth_of(item[1]))] if pool else []
+    if not kept:
+        raise BadRequest("no representation matches the filter")
+    kept_ids = {id(r) for _, r in kept}
+    for adaptation_set, representation in candidates:
+        if id(representation) not in kept_ids:
+            _remove_element(adaptation_set, representation)
+
+    if f.offline and video_sets:
+        audio = [s for s, k in sets if k is TrackType.AUDIO
+                 and _child_elements(s, ns, "Representation")]
+        if audio:
+            ranked = [(rank, s) for s in audio
+                      if (rank := f.language_rank(_language_of(s, ns))) is not None]
+            chosen = (min(ranked, key=lambda item: item[0])[1] if ranked
+                      else next((s for s in audio if _is_main(s, ns)), audio[0]))
+            for adaptation_set in audio:
+                if adaptation_set is not chosen:
+                    drop_set(adaptation_set)
+            reps = _child_elements(chosen, ns, "Representation")
+            best = max(reps, key=_bandwidth_of)
+            for representation in reps:
+                if representation is not best:
+                    _remove_element(chosen, representation)
+
+    for adaptation_set, _ in list(sets):
+        if id(adaptation_set) in had_representations \
+                and not _child_elements(adaptation_set, ns, "Representation"):
+            drop_set(adaptation_set)
+    if not any(k in (TrackType.VIDEO, TrackType.AUDIO) for _, k in sets):
+        raise BadRequest("no representation matches the filter")

@@ -19,6 +19,8 @@ Rules:
   segments by byte range cannot be encrypted on request: ``MalformedMedia``.
 - A segment URI that is absolute (a scheme or a leading ``/``) or climbs out
   of the asset would bypass the origin's encryption: ``MalformedMedia``.
+- Playback filters and the offline profile (:func:`filter_multivariant_playlist`)
+  only leave lines out and edit attribute lists; their rules head that section.
 """
 
 from __future__ import annotations
@@ -26,12 +28,18 @@ from __future__ import annotations
 import enum
 import posixpath
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import m3u8
 
-from origin.errors import MalformedMedia
+from origin.errors import BadRequest, MalformedMedia
+from origin.packaging.playback_filter import (
+    PlaybackFilter,
+    TrackType,
+    codec_track_type,
+    rendition_ids,
+)
 
 MAX_PLAYLIST_BYTES = 16 << 20
 _ATTRIBUTE = re.compile(r'([A-Z0-9-]+)=("[^"\r\n]*"|[^",\s]*)')
@@ -351,3 +359,314 @@ def parse_media_playlist(text: str, playlist_path: str) -> MediaPlaylistInfo:
             segments.append(SegmentRef(resolve_segment_path(playlist_path, stripped), duration))
             duration = None
     return MediaPlaylistInfo(map_path, tuple(segments))
+
+
+# --- playback filters and the offline download profile -----------------------------------------
+#
+# A filtered multivariant playlist is the source with lines left out and a few attribute
+# lists edited (RFC 8216 §4.3.4):
+# - an EXT-X-STREAM-INF entry (tag and URI line) goes when its kind (video, or audio-only:
+#   CODECS all audio and no RESOLUTION) is not in ``tracks``, its BANDWIDTH is outside the
+#   bitrate range, or it is not the ``flavor`` (the rendition id of its URI).  ``bandwidth``
+#   and the offline profile keep one entry: among the video variants left (else the
+#   audio-only ones), the highest BANDWIDTH not above ``bandwidth``, else the highest.
+# - without audio: TYPE=AUDIO renditions go, and so do the AUDIO attribute and the audio
+#   codecs in CODECS of the variants (CODECS lists what the variant's renditions carry,
+#   §4.3.4.2); without subtitles the same for SUBTITLES (and wvtt/stpp).  Muxed audio
+#   cannot be taken out of a variant and stays.
+# - ``audio_lang`` keeps the audio renditions of the used groups whose LANGUAGE matches;
+#   a used group left empty is an error.
+# - offline: each used audio group keeps one rendition (the best ``audio_lang`` match,
+#   else DEFAULT=YES, else the first) written DEFAULT=YES,AUTOSELECT=YES (§4.3.4.1.1: a
+#   client plays the DEFAULT rendition; downloads with alternates end up without audio);
+#   I-frame playlists go; subtitles stay only when ``tracks`` names them.
+# - EXT-X-I-FRAME-STREAM-INF: dropped without video and offline; one that belongs to video
+#   variants (same folder or same RESOLUTION) stays when one of them stays; any other one
+#   stays when its own BANDWIDTH is in the bitrate range and no variant is pinned.
+# - EXT-X-MEDIA groups no kept variant refers to any more go.
+# Everything else (header, unknown tags, comments, session data) stays where it was.
+
+# EXT-X-MEDIA TYPEs; a variant names its group of each in the attribute of that name.
+_GROUP_TYPES = ("AUDIO", "VIDEO", "SUBTITLES", "CLOSED-CAPTIONS")
+_STREAM_INF = "#EXT-X-STREAM-INF:"
+_I_FRAME_STREAM_INF = "#EXT-X-I-FRAME-STREAM-INF:"
+_MEDIA = "#EXT-X-MEDIA:"
+_URI_ATTRIBUTE = re.compile(r'(?<![A-Z0-9-])URI="([^"\r\n]*)"')
+_QUERY_TEXT = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=:@/?-]*")  # RFC 3986 §3.4 query
+
+
+@dataclass(frozen=True, slots=True)
+class _VariantEntry:
+    at: int  # line index of the EXT-X-STREAM-INF tag
+    uri_at: int
+    attrs: Mapping[str, str]
+    path: str
+    bandwidth: int
+
+    @property
+    def is_video(self) -> bool:
+        if "RESOLUTION" in self.attrs or "VIDEO" in self.attrs:
+            return True
+        codecs = _codecs(self.attrs)
+        # No CODECS (§4.3.4.2: SHOULD be present): assume the variant carries video.
+        return not codecs or any(codec_track_type(c) is TrackType.VIDEO for c in codecs)
+
+
+@dataclass(frozen=True, slots=True)
+class _MediaEntry:
+    at: int
+    attrs: Mapping[str, str]
+
+    @property
+    def type(self) -> str:
+        return self.attrs.get("TYPE", "")
+
+    @property
+    def group(self) -> str:
+        return self.attrs.get("GROUP-ID", "")
+
+
+@dataclass(frozen=True, slots=True)
+class _IFrameEntry:
+    at: int
+    attrs: Mapping[str, str]
+    path: str | None
+    bandwidth: int
+
+
+@dataclass(frozen=True, slots=True)
+class _MultivariantLines:
+    lines: list[str]
+    variants: list[_VariantEntry]
+    media: list[_MediaEntry]
+    iframes: list[_IFrameEntry]
+
+
+def _codecs(attrs: Mapping[str, str]) -> list[str]:
+    return [c.strip() for c in attrs.get("CODECS", "").split(",") if c.strip()]
+
+
+def _bandwidth(attrs: Mapping[str, str], tag: str) -> int:
+    value = attrs.get("BANDWIDTH", "")
+    if not (value.isascii() and value.isdigit()):
+        raise MalformedMedia(f"{tag} without a valid BANDWIDTH")
+    return int(value)
+
+
+def _asset_path(playlist_path: str, uri: str) -> str:
+    """The URI's path inside the asset; an absolute URI stands for itself (no rendition id
+    of the asset's can match it)."""
+    try:
+        return resolve_segment_path(playlist_path, uri)
+    except MalformedMedia:
+        return uri
+
+
+def _scan_multivariant(text: str, playlist_path: str) -> _MultivariantLines:
+    if classify_playlist(text) is not PlaylistKind.MULTIVARIANT:
+        raise MalformedMedia("not a multivariant playlist")
+    lines = _lines(text)
+    variants: list[_VariantEntry] = []
+    media: list[_MediaEntry] = []
+    iframes: list[_IFrameEntry] = []
+    pending: tuple[int, dict[str, str]] | None = None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith(_STREAM_INF):
+            pending = (i, parse_attributes(stripped[len(_STREAM_INF):]))
+        elif stripped.startswith(_MEDIA):
+            media.append(_MediaEntry(i, parse_attributes(stripped[len(_MEDIA):])))
+        elif stripped.startswith(_I_FRAME_STREAM_INF):
+            attrs = parse_attributes(stripped[len(_I_FRAME_STREAM_INF):])
+            uri = attrs.get("URI")
+            iframes.append(_IFrameEntry(i, attrs, _asset_path(playlist_path, uri) if uri else None,
+                                        _bandwidth(attrs, "EXT-X-I-FRAME-STREAM-INF")))
+        elif stripped and not stripped.startswith("#") and pending is not None:
+            at, attrs = pending
+            variants.append(_VariantEntry(at, i, attrs, _asset_path(playlist_path, stripped),
+                                          _bandwidth(attrs, "EXT-X-STREAM-INF")))
+            pending = None
+    return _MultivariantLines(lines, variants, media, iframes)
+
+
+def multivariant_rendition_ids(text: str, playlist_path: str) -> dict[str, str]:
+    """Rendition id of every media playlist (path inside the asset) the playlist names, as
+    DASH generation numbers them: the variants' playlists, then the audio renditions'."""
+    scanned = _scan_multivariant(text, playlist_path)
+    return _rendition_ids_of(scanned, playlist_path)
+
+
+def _rendition_ids_of(scanned: _MultivariantLines, playlist_path: str) -> dict[str, str]:
+    paths = dict.fromkeys(v.path for v in scanned.variants)
+    for entry in scanned.media:
+        uri = entry.attrs.get("URI")
+        if entry.type == "AUDIO" and uri:
+            paths.setdefault(_asset_path(playlist_path, uri), None)
+    return rendition_ids(list(paths))
+
+
+def _pick_variants(scanned: _MultivariantLines, ids: Mapping[str, str],
+                   f: PlaybackFilter) -> list[_VariantEntry]:
+    kept = [
+        v for v in scanned.variants
+        if f.wants(TrackType.VIDEO if v.is_video else TrackType.AUDIO)
+        and f.in_bitrate_range(v.bandwidth)
+        and (f.flavor is None or ids.get(v.path) == f.flavor)
+    ]
+    if f.offline or f.bandwidth is not None:
+        pool = [v for v in kept if v.is_video] or kept
+        if f.bandwidth is not None:
+            pool = [v for v in pool if v.bandwidth <= f.bandwidth]
+        kept = [max(pool, key=lambda v: v.bandwidth)] if pool else []
+    if not kept:
+        raise BadRequest("no variant matches the filter")
+    return kept
+
+
+def _pick_audio(members: Sequence[_MediaEntry], f: PlaybackFilter) -> list[_MediaEntry]:
+    """The renditions of one used audio group that stay."""
+    if f.audio_languages is not None:
+        ranked = [(rank, m) for m in members
+                  if (rank := f.language_rank(m.attrs.get("LANGUAGE"))) is not None]
+        if not ranked:
+            raise BadRequest("no audio rendition matches audio_lang")
+        if f.offline:
+            return [min(ranked, key=lambda item: item[0])[1]]
+        return [m for _, m in ranked]
+    if f.offline:
+        return [next((m for m in members if m.attrs.get("DEFAULT") == "YES"), members[0])]
+    return list(members)
+
+
+def _same_video(iframe: _IFrameEntry, variant: _VariantEntry) -> bool:
+    folder = posixpath.dirname(iframe.path) if iframe.path else ""
+    if folder and folder == posixpath.dirname(variant.path):
+        return True
+    resolution = iframe.attrs.get("RESOLUTION")
+    return resolution is not None and resolution == variant.attrs.get("RESOLUTION")
+
+
+def filter_multivariant_playlist(text: str, playlist_path: str, f: PlaybackFilter) -> str:
+    """The multivariant playlist at ``playlist_path`` narrowed to what ``f`` keeps (see the
+    rules above); ``BadRequest`` when nothing would be left to play."""
+    if not f.active:
+        return text
+    scanned = _scan_multivariant(text, playlist_path)
+    ids = _rendition_ids_of(scanned, playlist_path)
+    kept = _pick_variants(scanned, ids, f)
+    drop: set[int] = set()
+    for variant in scanned.variants:
+        if variant not in kept:
+            drop |= {variant.at, variant.uri_at}
+    edits: dict[int, str] = {}
+    removed_attributes: set[str] = set()
+    removed_codecs: set[TrackType] = set()
+
+    audio = [m for m in scanned.media if m.type == "AUDIO"]
+    if not f.wants(TrackType.AUDIO):
+        drop |= {m.at for m in audio}
+        removed_attributes.add("AUDIO")
+        removed_codecs.add(TrackType.AUDIO)
+    else:
+        used = dict.fromkeys(v.attrs["AUDIO"] for v in kept if "AUDIO" in v.attrs)
+        for group in used:
+            members = [m for m in audio if m.group == group]
+            if not members:
+                continue
+            stay = _pick_audio(members, f)
+            drop |= {m.at for m in members if m not in stay}
+            if f.offline:
+                edits[stay[0].at] = _edit_attribute_list(
+                    scanned.lines[stay[0].at], _MEDIA, {"DEFAULT": "YES", "AUTOSELECT": "YES"})
+
+    if not f.wants_subtitles():
+        drop |= {m.at for m in scanned.media if m.type == "SUBTITLES"}
+        removed_attributes.add("SUBTITLES")
+        removed_codecs.add(TrackType.SUBTITLES)
+
+    pinned = f.offline or f.bandwidth is not None or f.flavor is not None
+    for iframe in scanned.iframes:
+        ties = [v for v in scanned.variants if v.is_video and _same_video(iframe, v)]
+        if ties:
+            keep = any(v in kept for v in ties)
+        else:
+            keep = not pinned and f.in_bitrate_range(iframe.bandwidth)
+        if f.offline or not f.wants(TrackType.VIDEO) or not keep:
+            drop.add(iframe.at)
+
+    for variant in kept:
+        changes: dict[str, str | None] = {
+            name: None for name in removed_attributes if name in variant.attrs}
+        if changes and "CODECS" in variant.attrs:
+            codecs = [c for c in _codecs(variant.attrs)
+                      if codec_track_type(c) not in removed_codecs]
+            changes["CODECS"] = f'"{",".join(codecs)}"' if codecs else None
+        if changes:
+            edits[variant.at] = _edit_attribute_list(
+                scanned.lines[variant.at], _STREAM_INF, changes)
+
+    used_groups = {
+        (name, variant.attrs[name]) for variant in kept for name in _GROUP_TYPES
+        if name in variant.attrs and name not in removed_attributes
+    }
+    for entry in scanned.media:
+        if entry.type in _GROUP_TYPES and (entry.type, entry.group) not in used_groups:
+            drop.add(entry.at)
+    return _join([edits.get(i, line) for i, line in enumerate(scanned.lines) if i not in drop])
+
+
+def _edit_attribute_list(line: str, tag: str, changes: Mapping[str, str | None]) -> str:
+    """``line`` (a ``tag`` with an attribute list) with attributes replaced in place, removed
+    (None) or appended; values are written as given (quoted where the type needs it)."""
+    body = line.strip()[len(tag):]
+    out: list[str] = []
+    seen: set[str] = set()
+    for match in _ATTRIBUTE.finditer(body):
+        name, value = match.group(1), match.group(2)
+        if name in changes:
+            seen.add(name)
+            replacement = changes[name]
+            if replacement is None:
+                continue
+            value = replacement
+        out.append(f"{name}={value}")
+    out += [f"{name}={value}" for name, value in changes.items()
+            if value is not None and name not in seen]
+    return tag + ",".join(out)
+
+
+def append_query_to_playlist_uris(text: str, query: str) -> str:
+    """A multivariant playlist with ``query`` (URL-encoded, no ``?``) appended to every
+    variant URI and to the ``URI`` of every ``EXT-X-MEDIA`` and ``EXT-X-I-FRAME-STREAM-INF``.
+
+    URIs with a scheme (another host, ``data:``) are left alone; a ``#fragment`` stays
+    last.  A query that is not URL-encoded (quotes, spaces, line breaks, ``#``) would
+    change the playlist's structure: ``ValueError``.
+    """
+    if not query:
+        return text
+    if query.startswith("?") or not _QUERY_TEXT.fullmatch(query):
+        raise ValueError("query must be URL-encoded and without a leading '?'")
+    out: list[str] = []
+    for line in _lines(text):
+        stripped = line.strip()
+        if stripped.startswith((_MEDIA, _I_FRAME_STREAM_INF)):
+            line = _URI_ATTRIBUTE.sub(
+                lambda m: f'URI="{_with_query(m.group(1), query)}"', line)
+        elif stripped and not stripped.startswith("#"):
+            line = _with_query(stripped, query)
+        out.append(line)
+    return _join(out)
+
+
+def _with_query(uri: str, query: str) -> str:
+    if not uri or _URL_SCHEME.match(uri):
+        return uri
+    base, hash_mark, fragment = uri.partition("#")
+    if "?" not in base:
+        separator = "?"
+    elif base.endswith(("?", "&")):
+        separator = ""
+    else:
+        separator = "&"
+    return f"{base}{separator}{query}{hash_mark}{fragment}"

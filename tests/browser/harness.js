@@ -5,7 +5,7 @@
 //   player   shaka | hlsjs | dashjs
 //   url      the manifest (absolute, on origin: a different origin from this page)
 //   drm      none | aes128 | clearkey       (aes128: the player fetches the HLS key URI itself)
-//   license  the ClearKey licence URL (drm=clearkey)
+//   license  the ClearKey licence URL (drm=clearkey); Shaka without it uses the MPD's Laurl
 'use strict';
 
 const LIBS = {
@@ -165,7 +165,10 @@ async function playShaka() {
   const player = new shaka.Player();
   await player.attach(video);
   const config = { drm: { servers: {} } };
-  if (state.drm === 'clearkey') config.drm.servers['org.w3.clearkey'] = state.license;
+  // Without a licence URL Shaka takes the MPD's dashif:Laurl (origin writes the token in it).
+  if (state.drm === 'clearkey' && state.license) {
+    config.drm.servers['org.w3.clearkey'] = state.license;
+  }
   player.configure(config);
   const types = shaka.net.NetworkingEngine.RequestType;
   player.getNetworkingEngine().registerRequestFilter((type, request) => {
