@@ -21,7 +21,6 @@ is ``Cache-Control: no-store``.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,6 +38,7 @@ from origin.license.app import (
 from origin.license.clearkey import LicenseRequestTooLarge
 from origin.license.keystore import KeyRecord, Keystore, validate_asset
 from origin.license.policy import ContentKeyPolicy, parse_policy
+from origin.license.strict_json import load_json
 
 ADMIN_REALM = "origin-admin"
 MAX_BODY_BYTES = 64 * 1024
@@ -159,24 +159,11 @@ async def _admin_body(request: web.Request) -> bytes:
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
-    """A JSON object from a request body (no duplicate members, no NaN); 400 otherwise."""
+    """A JSON object from a request body (strict JSON: ``load_json``); 400 otherwise."""
     try:
-        data = json.loads(
-            body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        data = load_json(body)
+    except ValueError:
         raise BadRequest("body must be a JSON object") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
     return data
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("duplicate member")
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")

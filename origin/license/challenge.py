@@ -39,7 +39,8 @@ a ``ContentHeader`` element (SPECS §5):
 each the base64 of the key id as a **little-endian GUID** (bytes 0–3, 4–5, 6–7
 reversed), turned back into the 16-byte big-endian kid used everywhere else.  A
 ``<!DOCTYPE`` or any other markup declaration is refused (no DTD, no entities),
-nesting is capped, and the body must be UTF-8.  The challenge carries no standard
+nesting is capped, and the body must be UTF-8 (the size, encoding and declaration
+checks are ``origin.untrusted_xml``'s).  The challenge carries no standard
 "persistent" signal; the route takes that from its query instead.
 
 At most ``MAX_KIDS`` distinct kids; repeated kids are kept once, in order.
@@ -50,7 +51,6 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +58,7 @@ from typing import NoReturn
 from xml.parsers import expat
 
 from origin.errors import BadRequest
+from origin.untrusted_xml import UntrustedXmlError, decode_untrusted_xml
 
 MAX_CHALLENGE_BYTES = 128 * 1024
 MAX_KIDS = 64
@@ -369,9 +370,6 @@ class PlayReadyChallenge:
     kids: tuple[bytes, ...]
 
 
-# Anything like <!DOCTYPE or <!ENTITY; comments and CDATA sections are fine.
-_MARKUP_DECLARATION = re.compile(rb"<!(?!--|\[CDATA\[)")
-_XML_DECL_ENCODING = re.compile(rb"""\A\s*<\?xml[^>]*?encoding\s*=\s*["']([^"']*)["']""")
 _SEP = "}"
 # Paths below WRMHEADER (local names) and where each header version keeps its kids.
 _KID_TEXT_PATH = ("DATA", "KID")  # 4.0.0.0
@@ -390,21 +388,10 @@ def parse_playready_challenge(body: bytes) -> PlayReadyChallenge:
 
     Raises ``MalformedPlayReadyChallenge``, ``NoKeyId`` or ``TooManyKeyIds`` only.
     """
-    if len(body) > MAX_CHALLENGE_BYTES:
-        _malformed_playready("licence challenge too large")
-    if body.startswith((b"\xff\xfe", b"\xfe\xff")):
-        _malformed_playready("licence challenge is not UTF-8")
     try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        _malformed_playready("licence challenge is not UTF-8")
-    declared = _XML_DECL_ENCODING.match(body.removeprefix(b"\xef\xbb\xbf"))
-    if declared is not None and declared.group(1).lower().replace(b"_", b"-") not in (
-        b"utf-8", b"utf8",
-    ):
-        _malformed_playready("licence challenge is not UTF-8")
-    if _MARKUP_DECLARATION.search(body):
-        _malformed_playready("licence challenge declares a DTD or entities")
+        decode_untrusted_xml(body, limit=MAX_CHALLENGE_BYTES)  # expat reads the bytes as sent
+    except UntrustedXmlError as exc:
+        _malformed_playready(f"licence challenge {exc.reason}")
     reader = _ChallengeReader()
     parser = expat.ParserCreate(encoding="UTF-8", namespace_separator=_SEP)
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)

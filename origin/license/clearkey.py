@@ -38,10 +38,11 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from origin.crypto.key import KID_SIZE, ContentKey
 from origin.errors import BadRequest, OriginError
+from origin.license.strict_json import load_json
 
 KEY_SYSTEM = "org.w3.clearkey"
 MAX_REQUEST_BYTES = 64 * 1024
@@ -131,13 +132,8 @@ def parse_license_request(body: bytes) -> LicenseRequest:
     if len(body) > MAX_REQUEST_BYTES:
         raise LicenseRequestTooLarge()
     try:
-        text = body.decode("utf-8")
-        message = json.loads(
-            text, object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        # json.JSONDecodeError and the hooks' errors are ValueErrors; very deep nesting
-        # is a RecursionError.
+        message = load_json(body)
+    except ValueError:
         _malformed("licence request is not JSON")
     if not isinstance(message, dict):
         _malformed("licence request is not a JSON object")
@@ -175,19 +171,6 @@ def _parse_type(value: object) -> SessionType:
             if session_type.value == value:
                 return session_type
     _malformed("unsupported session type")
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise ValueError("duplicate member")
-        result[name] = value
-    return result
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError("not a JSON constant")
 
 
 def _malformed(detail: str) -> NoReturn:

@@ -25,7 +25,8 @@ Rules:
 
 - Input must be UTF-8, at most ``MAX_CPIX_BYTES``, and may not declare a DTD or
   entities (``<!DOCTYPE``, ``<!ENTITY`` … are refused before parsing, so nothing is
-  ever expanded); nesting deeper than ``MAX_XML_DEPTH`` is refused.
+  ever expanded); nesting deeper than ``MAX_XML_DEPTH`` is refused
+  (``origin.untrusted_xml``).
 - ``CPIX@contentId`` is required (SPEKE: "Missing CPIX@contentId"); ``@version``, when
   present, must be a 2.x version.
 - Every ``ContentKey`` needs a ``kid`` in UUID form (8-4-4-4-12 hex) and its 16-byte
@@ -61,6 +62,7 @@ from xml.sax.saxutils import quoteattr
 
 from origin.crypto.key import KEY_SIZE, KID_SIZE, ContentKey
 from origin.errors import BadRequest
+from origin.untrusted_xml import UntrustedXmlError, check_xml_depth, decode_untrusted_xml
 
 CPIX_NS = "urn:dashif:org:cpix"
 PSKC_NS = "urn:ietf:params:xml:ns:keyprov:pskc"
@@ -71,8 +73,6 @@ MAX_XML_DEPTH = 32
 EXPLICIT_IV_SIZE = 16
 SYSTEM_ID_SIZE = 16
 
-_XML_DECL_ENCODING = re.compile(r"""\A<\?xml[^>]*?encoding\s*=\s*["']([^"']*)["']""")
-_MARKUP_DECLARATION = re.compile(r"<!(?!--|\[CDATA\[)")
 _UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 _VERSION = re.compile(r"2(?:\.\d+){1,2}")
 _WHITESPACE = re.compile(r"\s+")
@@ -200,42 +200,19 @@ def parse_cpix(raw: bytes) -> CpixDocument:
 
 
 def _parse_xml(raw: bytes) -> ET.Element:
-    if len(raw) > MAX_CPIX_BYTES:
-        raise CpixError("CPIX document too large")
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise CpixError("CPIX document is not UTF-8")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise CpixError("CPIX document is not UTF-8") from None
-    declared = _XML_DECL_ENCODING.match(text.lstrip())
-    if declared is not None and declared.group(1).lower().replace("_", "-") not in (
-        "utf-8", "utf8",
-    ):
-        raise CpixError("CPIX document is not UTF-8")
-    if _MARKUP_DECLARATION.search(text):
-        raise CpixError("CPIX document declares a DTD or entities")
-    # No DTD can reach expat (refused above), so no entity is ever declared or expanded.
+    # No DTD can reach expat (decode_untrusted_xml refuses it), so no entity is ever
+    # declared or expanded.
     parser = ET.XMLParser()  # noqa: S314
     try:
+        text = decode_untrusted_xml(raw, limit=MAX_CPIX_BYTES)
         parser.feed(text.encode("utf-8"))
         root = parser.close()
+        check_xml_depth(root, limit=MAX_XML_DEPTH)
+    except UntrustedXmlError as exc:
+        raise CpixError(f"CPIX document {exc.reason}") from None
     except ET.ParseError:
         raise CpixError("CPIX document is not well-formed XML") from None
-    if _depth(root) > MAX_XML_DEPTH:
-        raise CpixError("CPIX document nested too deeply")
     return root
-
-
-def _depth(root: ET.Element) -> int:
-    deepest = 0
-    todo = [(root, 1)]
-    while todo:
-        element, depth = todo.pop()
-        deepest = max(deepest, depth)
-        if depth <= MAX_XML_DEPTH:
-            todo.extend((child, depth + 1) for child in element)
-    return deepest
 
 
 def _parse_content_key(element: ET.Element) -> CpixKey:

@@ -60,6 +60,7 @@ from urllib.parse import parse_qsl
 
 from origin.crypto.key import parse_kid
 from origin.errors import BadRequest
+from origin.license.strict_json import load_json
 
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_CONTENT_ID_CHARS = 512
@@ -259,12 +260,8 @@ def _parse_form(body: bytes) -> SpcRequest:
 
 def _parse_json(body: bytes) -> SpcRequest:
     try:
-        message = json.loads(
-            body.decode("utf-8"),
-            object_pairs_hook=_object_without_duplicates,
-            parse_constant=_reject_constant,
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        message = load_json(body)
+    except ValueError:
         _malformed("SPC request is not JSON")
     if not isinstance(message, dict):
         _malformed("SPC request is not a JSON object")
@@ -291,19 +288,6 @@ def _asset_id(fields: Mapping[str, Any]) -> str | None:
         _malformed("assetId and assetID disagree")
     value: str = values[0]
     return value
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise ValueError("duplicate member")
-        result[name] = value
-    return result
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError("not a JSON constant")
 
 
 def _malformed(detail: str) -> NoReturn:

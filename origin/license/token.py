@@ -45,6 +45,7 @@ import jwt
 
 from origin.crypto.key import parse_kid
 from origin.license.policy import Entitlement
+from origin.license.strict_json import load_json
 
 SECRET_ENV = "ORIGIN_JWT_SECRET"  # noqa: S105 - the name of the variable, not a secret
 MIN_SECRET_BYTES = 32
@@ -392,27 +393,12 @@ class JwtVerifier:
 def _claims_object(payload: bytes) -> dict[str, Any]:
     """The JWT claims set: a JSON object without duplicate members (RFC 7519 §4)."""
     try:
-        claims = json.loads(
-            payload.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constant,
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        claims = load_json(payload)
+    except ValueError:
         raise TokenRejected("malformed token") from None
     if not isinstance(claims, dict):
         raise TokenRejected("malformed token")
     return claims
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("duplicate member")
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _numeric_date(value: object) -> float:

@@ -38,6 +38,7 @@ from origin.license.app import (
     KEYSTORE_KEY,
     NO_STORE,
     SETTINGS_KEY,
+    _get_keys,
     _read_body,
     authorize,
     player_token,
@@ -50,7 +51,6 @@ from origin.license.challenge import (
     parse_playready_challenge,
     parse_widevine_challenge,
 )
-from origin.license.keystore import Keystore, StoredKey
 from origin.license.policy import KeyRequest, KeySystem, LicenseType
 from origin.license.upstream import (
     UpstreamClient,
@@ -152,11 +152,6 @@ async def _authorize_kids(request: web.Request, kids: tuple[bytes, ...],
         [KeyRequest(s.key.kid, s.record.asset, key_system, token, license_type) for s in keys],
     )
     return keys[0].record.asset
-
-
-def _get_keys(keystore: Keystore, kids: tuple[bytes, ...]) -> list[StoredKey | None]:
-    """Look several keys up in one executor job."""
-    return [keystore.get(kid) for kid in kids]
 
 
 async def _proxy(request: web.Request, config: UpstreamConfig, body: bytes,

@@ -82,6 +82,7 @@ from origin.packaging.playback_filter import (
 from origin.packaging.playback_filter import (
     rendition_ids as rendition_ids,  # public here too: Representation ids
 )
+from origin.untrusted_xml import UntrustedXmlError, check_xml_depth, decode_untrusted_xml
 
 MPD_NS = "urn:mpeg:dash:schema:mpd:2011"
 MPD_NAMESPACES = frozenset({MPD_NS, "urn:mpeg:DASH:schema:MPD:2011"})
@@ -114,8 +115,6 @@ MAX_TOP_LEVEL_BOXES = 4096
 REVALIDATE_SECONDS = 1.0
 CACHE_ENTRIES = 64
 
-_XML_DECL_ENCODING = re.compile(r"""\A<\?xml[^>]*?encoding\s*=\s*["']([^"']*)["']""")
-_MARKUP_DECLARATION = re.compile(r"<!(?!--|\[CDATA\[)")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _DIGITS = re.compile(r"\d+")
 # Attributes holding URLs or URL templates (ISO/IEC 23009-1 §5.3.9, §5.6).
@@ -171,46 +170,23 @@ class _TreeBuilder(ET.TreeBuilder):
 
 def parse_mpd(raw: bytes) -> MpdDocument:
     """Parse an untrusted MPD (see the module rules); ``MalformedMedia`` on anything wrong."""
-    if len(raw) > MAX_MPD_BYTES:
-        raise MalformedMedia("MPD too large")
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise MalformedMedia("MPD is not UTF-8")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise MalformedMedia("MPD is not UTF-8") from None
-    declared = _XML_DECL_ENCODING.match(text.lstrip())
-    if declared is not None and declared.group(1).lower().replace("_", "-") not in (
-        "utf-8", "utf8",
-    ):
-        raise MalformedMedia("MPD is not UTF-8")
-    if _MARKUP_DECLARATION.search(text):
-        raise MalformedMedia("MPD declares a DTD or entities")
     builder = _TreeBuilder()
-    # No DTD can reach expat (refused above), so no entity is ever declared or expanded.
+    # No DTD can reach expat (decode_untrusted_xml refuses it), so no entity is ever
+    # declared or expanded.
     parser = ET.XMLParser(target=builder)  # noqa: S314
     try:
+        text = decode_untrusted_xml(raw, limit=MAX_MPD_BYTES)
         parser.feed(text.encode("utf-8"))
         root = parser.close()
+        check_xml_depth(root, limit=MAX_XML_DEPTH)
+    except UntrustedXmlError as exc:
+        raise MalformedMedia(f"MPD {exc.reason}") from None
     except ET.ParseError:
         raise MalformedMedia("MPD is not well-formed XML") from None
-    if _depth(root) > MAX_XML_DEPTH:
-        raise MalformedMedia("MPD nested too deeply")
     if not isinstance(root.tag, str) or _local(root.tag) != "MPD" \
             or _ns(root.tag) not in MPD_NAMESPACES:
         raise MalformedMedia("not an MPD")
     return MpdDocument(root, tuple(builder.declared.items()))
-
-
-def _depth(root: ET.Element) -> int:
-    deepest = 0
-    todo = [(root, 1)]
-    while todo:
-        element, depth = todo.pop()
-        deepest = max(deepest, depth)
-        if depth <= MAX_XML_DEPTH:
-            todo.extend((child, depth + 1) for child in element)
-    return deepest
 
 
 def serialize_mpd(doc: MpdDocument) -> bytes:
