@@ -3,6 +3,8 @@
 The main CLI registers them with ``add_license_commands(sub)``; each handler takes
 the parsed arguments and returns an exit status.  Key bytes are never printed:
 ``keys`` commands show key ids (UUID form), assets, creation times and state.
+``keys backup`` works while the licence module runs; ``keys restore`` refuses while
+it runs, and never creates a KEK (it needs the one the backup was made with).
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from pathlib import Path
 from origin.errors import OriginError
 from origin.license.keystore import KeyRecord, Keystore, KeystoreError
 from origin.license.kid import parse_kid_strict
+from origin.license.restore import RestoreNotFlushed, restore_keystore
 from origin.license.server import run_license_server
 from origin.license.settings import (
+    DEFAULT_KEK_FILE,
+    KEK_ENV,
     LicenseSettings,
     load_admin_token,
     load_internal_token,
@@ -88,6 +93,27 @@ def add_license_commands(
     rotate = keys_sub.add_parser("rotate", parents=[store], help="give an asset a new active key")
     rotate.add_argument("asset")
     rotate.set_defaults(func=rotate_key)
+    backup = keys_sub.add_parser(
+        "backup",
+        parents=[store],
+        help="write a consistent copy of the keystore to FILE (safe while the licence module"
+        " runs)",
+    )
+    backup.add_argument("file", type=Path, help="backup file to write (mode 0600, replaced"
+                        " atomically)")
+    backup.set_defaults(func=backup_keys)
+    restore = keys_sub.add_parser(
+        "restore",
+        parents=[store],
+        help="replace the keystore with a backup FILE (stop the licence module first)",
+    )
+    restore.add_argument("file", type=Path, help="backup file written by 'keys backup'")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help=f"replace an existing keystore (kept as {DB_FILE}.bak-<time>)",
+    )
+    restore.set_defaults(func=restore_keys)
 
     # Imported here: access_cli reuses this module's helpers (an import cycle otherwise).
     from origin.license.access_cli import add_access_commands
@@ -164,6 +190,54 @@ def rotate_key(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     _print_records([record])
     return 0
+
+
+def backup_keys(args: argparse.Namespace) -> int:
+    """``keys backup FILE``: an online, checked copy of the keystore; prints counts only."""
+    try:
+        with _open_existing(args) as keystore:
+            summary = keystore.backup_to(args.file)
+    except (KeystoreError, OriginError, ValueError, OSError) as exc:
+        return _fail(str(exc))
+    print(
+        f"backed up {summary.keys} keys of {summary.assets} assets to {args.file}"
+        " (integrity and KEK checked; keep the KEK apart from this file)"
+    )
+    return 0
+
+
+def restore_keys(args: argparse.Namespace) -> int:
+    """``keys restore FILE [--force]``: put a checked backup in place of the keystore."""
+    state_dir: Path = args.state_dir
+    try:
+        kek = _configured_kek(args)
+        result = restore_keystore(args.file, state_dir / DB_FILE, kek, force=args.force)
+    except RestoreNotFlushed as exc:
+        return _fail(str(exc))
+    except (KeystoreError, ValueError, OSError) as exc:
+        return _fail(f"{exc}; nothing was changed")
+    print(
+        f"restored {result.summary.keys} keys of {result.summary.assets} assets"
+        f" into {state_dir / DB_FILE}"
+    )
+    if result.previous is not None:
+        print(f"the previous keystore is kept as {result.previous}")
+    return 0
+
+
+def _configured_kek(args: argparse.Namespace) -> bytes:
+    """The configured KEK; unlike ``load_kek`` alone, never a freshly generated one."""
+    state_dir: Path = args.state_dir
+    if (
+        KEK_ENV not in os.environ
+        and args.kek_file is None
+        and not (state_dir / DEFAULT_KEK_FILE).is_file()
+    ):
+        raise ValueError(
+            f"no KEK configured: set {KEK_ENV} or --kek-file to the KEK the backup was made"
+            " with"
+        )
+    return load_kek(env=os.environ, kek_file=args.kek_file, state_dir=state_dir)
 
 
 def _open_existing(args: argparse.Namespace) -> Keystore:

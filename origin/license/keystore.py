@@ -10,6 +10,12 @@ crash.
 
 Only wrapped keys are stored.  The ``meta`` table holds the schema version and a
 KEK check value, so opening the file with the wrong KEK fails at once.
+
+Backups (``Keystore.backup_to``) are online and consistent: SQLite's backup API copies
+one committed state while other connections keep writing.  A backup is one
+self-contained file (rollback journal, no ``-wal``), mode 0600, checked before it
+replaces anything: ``PRAGMA integrity_check``, a keystore's ``meta`` table, the KEK,
+every key unwrapping (``verify_keystore_copy``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import logging
 import os
 import re
 import sqlite3
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -89,6 +96,18 @@ _SCHEMA = (
 
 class KeystoreError(Exception):
     """The keystore cannot be used: wrong KEK, unknown schema, corrupt file or row."""
+
+
+class KeystoreInUse(KeystoreError):
+    """Another connection (a running licence module) has the keystore file open."""
+
+
+@dataclass(frozen=True)
+class KeystoreSummary:
+    """What a keystore file holds, counted without touching key bytes."""
+
+    keys: int
+    assets: int
 
 
 @dataclass(frozen=True)
@@ -357,6 +376,56 @@ class Keystore:
             ).fetchone()
         return int(row[0])
 
+    def backup_to(self, path: Path) -> KeystoreSummary:
+        """Write a consistent copy of this keystore to ``path``; the store stays in use.
+
+        SQLite's backup API copies every page in one step inside a read transaction, so
+        the copy is one committed state; other connections and processes (a running
+        licence module) keep reading and writing meanwhile (WAL).  The copy is written
+        to a temporary file (mode 0600) in ``path``'s folder, checked by
+        ``verify_keystore_copy`` under this store's KEK, flushed to disk and renamed
+        over ``path``; then the folder is flushed.  On any failure ``path`` is left as
+        it was and ``KeystoreError`` is raised.  Returns what the copy holds.  Blocking.
+        """
+        target = Path(path)
+        if _same_file(target, self._path):
+            raise KeystoreError("the backup file cannot be the keystore itself")
+        try:
+            fd, tmp_name = tempfile.mkstemp(
+                prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+            )
+            os.close(fd)
+        except OSError as exc:
+            raise KeystoreError(
+                f"cannot write a backup in {target.parent}: {exc.strerror}"
+            ) from None
+        tmp = Path(tmp_name)
+        try:
+            try:
+                copy = sqlite3.connect(tmp, isolation_level=None)
+                try:
+                    with self._connection() as conn:
+                        conn.backup(copy)
+                finally:
+                    copy.close()
+            except sqlite3.Error as exc:
+                raise KeystoreError(f"backup of {self._path} failed: {exc}") from None
+            try:
+                summary = verify_keystore_copy(tmp, self._kek)
+            except KeystoreError as exc:
+                raise KeystoreError(f"the copy of {self._path} fails its check: {exc}") from None
+            fsync_path(tmp)
+            os.replace(tmp, target)
+        except OSError as exc:
+            remove_database_files(tmp)
+            raise KeystoreError(f"cannot write backup {target}: {exc.strerror}") from None
+        except BaseException:
+            remove_database_files(tmp)
+            raise
+        fsync_path(target.parent)
+        log.info("keystore backed up to %s: %d keys", target, summary.keys)
+        return summary
+
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
@@ -375,6 +444,90 @@ class Keystore:
         if len(key) != KEY_SIZE:
             raise KeystoreError(f"stored key {kid.hex()} has the wrong size")
         return ContentKey(kid=kid, key=key)
+
+
+def verify_keystore_copy(path: Path, kek: bytes) -> KeystoreSummary:
+    """Check that the SQLite file at ``path`` is a sound keystore under ``kek``.
+
+    In order: the file becomes one self-contained file (``seal_keystore_file``);
+    ``PRAGMA integrity_check`` is ``ok``; it has a keystore's ``meta`` table with a KEK
+    check value (so an unrelated or empty SQLite file is not taken for an empty
+    keystore); ``Keystore.open`` accepts it under ``kek`` (schema version, KEK check);
+    every stored key unwraps.  Finally the file is sealed again.  ``KeystoreError``
+    says what failed, never with key bytes.  It writes to the file (journal mode,
+    schema upgrades): run it on a copy, never on a backup or a live keystore.  Blocking.
+    """
+    seal_keystore_file(path)
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            verdict = [row[0] for row in conn.execute("PRAGMA integrity_check").fetchall()]
+            if verdict != ["ok"]:
+                raise KeystoreError(f"fails the SQLite integrity check: {verdict[0]}")
+            has_meta = conn.execute(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'meta'"
+            ).fetchone()
+            check = None if has_meta is None else conn.execute(
+                "SELECT value FROM meta WHERE name = 'kek_check'"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise KeystoreError(f"not a keystore: {exc}") from None
+    if check is None:
+        raise KeystoreError("not a keystore (no KEK check value)")
+    with Keystore.open(path, kek) as store:
+        records = store.records()
+        for record in records:
+            store.get(record.kid)  # unwraps: KeystoreError if a row is damaged
+    seal_keystore_file(path)
+    return KeystoreSummary(keys=len(records), assets=len({r.asset for r in records}))
+
+
+def seal_keystore_file(path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+    """Make the SQLite file at ``path`` hold every commit by itself.
+
+    Switching to the rollback journal (``journal_mode=DELETE``) folds the WAL into the
+    file and removes it; SQLite allows that only when no other connection has the file
+    open, so a running licence module makes this raise ``KeystoreInUse`` (after
+    ``busy_timeout_s``).  The next ``Keystore.open`` switches back to WAL.  Blocking.
+    """
+    try:
+        conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise KeystoreInUse(f"{path} is open in another process") from None
+        raise KeystoreError(f"not a keystore: {exc}") from None
+    except sqlite3.Error as exc:
+        raise KeystoreError(f"not a keystore: {exc}") from None
+    if str(mode).lower() != "delete":
+        raise KeystoreInUse(f"{path} is open in another process")
+
+
+def remove_database_files(path: Path) -> None:
+    """Delete an SQLite file and its ``-wal``, ``-shm`` and ``-journal`` siblings, if any."""
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm", f"{path.name}-journal"):
+        (path.parent / name).unlink(missing_ok=True)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's data and metadata to disk.  Blocking."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 def _prepare(conn: sqlite3.Connection, kek: bytes) -> None:
