@@ -5,6 +5,8 @@ Rules:
   a multi-range request is answered whole (200), which §14.2 allows;
 - a range that starts past the end is unsatisfiable (416 with
   ``Content-Range: bytes */size``); a malformed header is ignored (§14.2);
+- a suffix range of an empty body is answered whole (200): no ``Content-Range``
+  can name a part of nothing;
 - ``If-None-Match`` matching the strong ETag answers 304; ``If-Range`` with
   another validator turns a range request into a full 200.
 """
@@ -34,6 +36,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         suffix = int(last)
         if suffix == 0:
             raise RangeNotSatisfiable(size)
+        if size == 0:  # satisfiable (§14.1.1) but nothing to cut: answer the empty body whole
+            return None
         return max(0, size - suffix), size
     start = int(first)
     end = size if not last else int(last) + 1

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
@@ -37,6 +36,7 @@ from origin.license.policy import (
     PolicyDecisionPoint,
     Restriction,
 )
+from origin.license.strict_json import load_json
 from origin.license.token import TokenRejected, VerifiedToken
 
 REALM = "origin-license"
@@ -149,7 +149,7 @@ def _kaltura_user_token(custom_data: str) -> str | None:
     padded = custom_data + "=" * (-len(custom_data) % 4)
     try:
         raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
-        data = json.loads(raw)
+        data = load_json(raw)
     except (binascii.Error, ValueError):
         return None
     token = data.get("user_token") if isinstance(data, dict) else None

@@ -215,7 +215,7 @@ def decode_base64(text: str) -> bytes:
     if not compact or _B64_CHARS.fullmatch(compact) is None:
         _malformed("spc is not base64")
     unpadded = compact.rstrip("=")
-    if len(unpadded) % 4 == 1:
+    if not unpadded or len(unpadded) % 4 == 1:  # padding alone would be an empty SPC
         _malformed("spc is not base64")
     standard = unpadded.replace("-", "+").replace("_", "/")
     try:

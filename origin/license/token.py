@@ -405,7 +405,8 @@ def _numeric_date(value: object) -> float:
     """A NumericDate (RFC 7519 §2): seconds since the epoch, integer or not."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TokenRejected("malformed token")
-    if not math.isfinite(value) or not 0 <= value < _MAX_NUMERIC_DATE:
+    # The range first: math.isfinite(int) overflows past 1e308 (nan and inf fail it too).
+    if not 0 <= value < _MAX_NUMERIC_DATE or not math.isfinite(value):
         raise TokenRejected("malformed token")
     return float(value)
 

@@ -1,0 +1,16 @@
+"""atheris harness: CPIX documents: parse and build round trip.
+
+Targets and seeds: ``tests/fuzz/families/cpix.py``.  Run through ``run.py`` (``make fuzz``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.fuzz.harness import main
+
+if __name__ == "__main__":
+    main("cpix")

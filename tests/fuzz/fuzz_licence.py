@@ -1,0 +1,17 @@
+"""atheris harness: licence bodies (ClearKey, FairPlay SPC forms, content ids, test SPC,
+KSM answers, Widevine, PlayReady) and policies.
+
+Targets and seeds: ``tests/fuzz/families/licence.py``.  Run through ``run.py`` (``make fuzz``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.fuzz.harness import main
+
+if __name__ == "__main__":
+    main("licence")

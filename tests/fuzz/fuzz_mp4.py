@@ -1,0 +1,16 @@
+"""atheris harness: ISO-BMFF boxes, init segments, fragments, tfhd/trun, timing, pssh.
+
+Targets and seeds: ``tests/fuzz/families/mp4.py``.  Run through ``run.py`` (``make fuzz``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.fuzz.harness import main
+
+if __name__ == "__main__":
+    main("mp4")
