@@ -11,7 +11,7 @@ APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint typecheck pytest bench demo-media system-deps venv-deps web browser-deps clean
+.PHONY: serve test lint typecheck pytest bench demo-media system-deps venv-deps web browser-deps clean fuzz bench-deps
 
 # python3-venv is a separate package on Debian; install it only when venv is unusable.
 venv-deps:
@@ -76,10 +76,46 @@ pytest: system-deps web browser-deps $(VENV)/.test-installed
 
 test: lint typecheck pytest
 
-bench: system-deps $(VENV)/.test-installed
-	$(PY) bench/cipher.py
-	$(PY) bench/protect.py
-	$(PY) bench/sample_aes.py
+# Long fuzz runs (atheris) of every parser of outside input: tests/fuzz/, results in
+# tests/fuzz/results.json, crashing inputs in tests/fuzz/artifacts/.  The hypothesis
+# side of the same targets runs in make test (tests/test_fuzz_parsers.py).
+FUZZ_SECONDS ?= 600
+FUZZ_JOBS    ?= 2
+FUZZ_NAMES   ?=
+
+$(VENV)/.fuzz-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test,fuzz]'
+	touch $@
+
+fuzz: $(VENV)/.fuzz-installed
+	$(PY) tests/fuzz/make_corpus.py $(FUZZ_NAMES)
+	$(PY) tests/fuzz/run.py --seconds $(FUZZ_SECONDS) --jobs $(FUZZ_JOBS) $(FUZZ_NAMES)
+
+# The benchmark suite (bench/README.md, results in bench/RESULTS.md): wrk and nginx from
+# Debian (nginx-light, else nginx; the bench runs its own nginx as the current user on a
+# loopback port), matplotlib and py-spy from PyPI (the [bench] extra). ≤ 15 minutes on 2 cores.
+bench-deps: system-deps $(VENV)/.bench-installed
+	@missing=""; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(APT) update -qq; \
+	  for pkg in $$missing; do \
+	    if [ "$$pkg" = nginx ]; then \
+	      $(APT) install -y -qq nginx-light || $(APT) install -y -qq nginx; \
+	    else \
+	      $(APT) install -y -qq $$pkg; \
+	    fi; \
+	  done; \
+	fi
+
+$(VENV)/.bench-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@ $(VENV)/.test-installed $(VENV)/.runtime-installed
+
+bench: bench-deps
+	$(PY) bench/run.py
 
 demo-media: system-deps $(VENV)/.runtime-installed
 	$(VENV)/bin/origin media demo --out media/demo

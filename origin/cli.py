@@ -1,8 +1,12 @@
 """The ``origin`` command line: serve, licence module, keys, demo media.
 
 uvloop is chosen here and only here.  Configuration comes from flags and
-the environment (``ORIGIN_LICENSE_TOKEN``, ``ORIGIN_KEK``), read when a
-command runs, never at import time.
+the environment (``ORIGIN_LICENSE_TOKEN``, ``ORIGIN_KEK``, ``ORIGIN_METRICS_TOKEN``),
+read when a command runs, never at import time.
+
+``origin serve --workers 1`` serves in this process; ``--workers N`` makes this
+process the parent of N worker processes on one port (``origin.workers``), each
+started as ``origin worker`` (``origin.worker``; not for direct use).
 """
 
 from __future__ import annotations
@@ -17,16 +21,28 @@ import sys
 import tempfile
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from origin.config import LicenseEndpoint, OriginSettings
+from origin.config import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_CACHE_DISK_BYTES,
+    CacheSettings,
+    LicenseEndpoint,
+    OriginSettings,
+    parse_byte_size,
+)
 from origin.log_redaction import install_log_redaction
+
+if TYPE_CHECKING:
+    from origin.packaging.catalog import Catalog
 
 log = logging.getLogger("origin")
 
 MAX_UNIX_PATH = 100
+SHUTDOWN_TIMEOUT = 10.0  # seconds in-flight responses get to finish after SIGTERM/SIGINT
+METRICS_TOKEN_ENV = "ORIGIN_METRICS_TOKEN"  # noqa: S105 - a variable's name, not a secret
 
 
 def run_async(coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -53,8 +69,6 @@ def _license_socket(state_dir: Path) -> Path:
 
 
 async def serve(args: argparse.Namespace, state_dir: Path) -> int:
-    from origin.http.access_log import PathOnlyAccessLogger
-    from origin.http.app import build_app
     from origin.supervisor import LicenseProcess
 
     supervisor: LicenseProcess | None = None
@@ -83,34 +97,63 @@ async def serve(args: argparse.Namespace, state_dir: Path) -> int:
         key_cache_ttl=args.key_cache_ttl,
         catalog_interval=args.catalog_interval,
         catalog_min_rescan=args.catalog_min_rescan,
+        cache=CacheSettings(memory_bytes=args.cache_bytes,
+                            disk_dir=Path(args.cache_dir) if args.cache_dir else None,
+                            disk_bytes=args.cache_disk_bytes),
     )
-    runner = web.AppRunner(build_app(settings), access_log_class=PathOnlyAccessLogger,
-                           handle_signals=False)
+    metrics_token = args.metrics_token or os.environ.get(METRICS_TOKEN_ENV, "")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await runner.setup()
-        site = web.TCPSite(runner, args.host, args.port, shutdown_timeout=5.0)
-        await site.start()
-        _announce(runner, args.host)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        if args.workers > 1:
+            return await _serve_workers(args, settings, metrics_token, state_dir, stop)
+        await _serve_in_process(args, settings, metrics_token, stop)
     finally:
-        await runner.cleanup()
         if supervisor is not None:
             await supervisor.stop()
     return 0
 
 
-def _announce(runner: web.AppRunner, host: str) -> None:
-    from origin.http.catalog_routes import asset_urls
+async def _serve_in_process(args: argparse.Namespace, settings: OriginSettings,
+                            metrics_token: str, stop: asyncio.Event) -> None:
+    """``--workers 1``: this process serves, on a plain ``TCPSite``."""
+    from origin.http.app import build_app
     from origin.http.hls_routes import CATALOG
+    from origin.http.metrics import MetricsConfig
+    from origin.worker import run_app
 
-    port = runner.addresses[0][1]
+    def announce(runner: web.AppRunner) -> None:
+        _announce(args.host, runner.addresses[0][1], runner.app[CATALOG].catalog)
+
+    await run_app(build_app(settings, MetricsConfig(token=metrics_token)),
+                  lambda runner: web.TCPSite(runner, args.host, args.port), stop,
+                  shutdown_timeout=SHUTDOWN_TIMEOUT, on_ready=announce)
+
+
+async def _serve_workers(args: argparse.Namespace, settings: OriginSettings,
+                         metrics_token: str, state_dir: Path, stop: asyncio.Event) -> int:
+    """``--workers N``: N worker processes on one port (``origin.workers``)."""
+    from origin.packaging.catalog import scan_catalog
+    from origin.workers import PoolPlan, run_workers
+
+    async def announce(port: int) -> None:
+        loop = asyncio.get_running_loop()
+        catalog = await loop.run_in_executor(None, scan_catalog, str(settings.media_root))
+        _announce(args.host, port, catalog)
+
+    plan = PoolPlan(count=args.workers, host=args.host, port=args.port, settings=settings,
+                    state_dir=state_dir, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                    metrics_token=metrics_token, log_level=args.log_level)
+    return await run_workers(plan, stop, announce)
+
+
+def _announce(host: str, port: int, catalog: Catalog) -> None:
+    from origin.http.catalog_routes import asset_urls
+
     base = f"http://{host}:{port}"
     print(f"origin listening on {base}", flush=True)
-    catalog = runner.app[CATALOG].catalog
     for asset in catalog.assets.values():
         for urls in asset_urls(asset).values():
             for url in urls.values():
@@ -119,11 +162,27 @@ def _announce(runner: web.AppRunner, host: str) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    if args.workers is None:
+        args.workers = os.cpu_count() or 1
     state_dir = Path(args.state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if args.license_config:
         args.license_config = Path(args.license_config).resolve()
     return run_async(lambda: serve(args, state_dir))
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from origin.worker import read_spec, run_worker
+
+    spec = read_spec(sys.stdin.fileno())
+    return run_async(lambda: run_worker(spec))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _cmd_media_demo(args: argparse.Namespace) -> int:
@@ -132,6 +191,13 @@ def _cmd_media_demo(args: argparse.Namespace) -> int:
     make_demo(Path(args.out), ffmpeg=args.ffmpeg)
     print(f"demo asset written to {args.out}")
     return 0
+
+
+def _byte_size(text: str) -> int:
+    try:
+        return parse_byte_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,8 +234,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds between media root rescans")
     srv.add_argument("--catalog-min-rescan", type=float, default=1.0,
                      help="least seconds between rescans triggered by unknown URLs")
+    srv.add_argument("--cache-bytes", type=_byte_size, default=DEFAULT_CACHE_BYTES,
+                     help="memory for cached protected segments and manifests (e.g. 256M, "
+                     "1G; default 256 MiB); 0 turns the whole cache off")
+    srv.add_argument("--cache-dir", help="also keep protected segments on disk here "
+                     "(created 0700); default: memory only")
+    srv.add_argument("--cache-disk-bytes", type=_byte_size, default=DEFAULT_CACHE_DISK_BYTES,
+                     help="disk budget of --cache-dir (default 4 GiB)")
     srv.add_argument("--log-level", default="info")
+    srv.add_argument("--workers", type=_positive_int, default=None,
+                     help="serving processes on the one port (SO_REUSEPORT; default: one "
+                     "per CPU); 1 serves in this process")
+    srv.add_argument("--metrics-token", default="",
+                     help="bearer token /metrics requires (else $ORIGIN_METRICS_TOKEN; "
+                     "unset: /metrics is open — restrict it at the network edge)")
     srv.set_defaults(func=_cmd_serve)
+
+    wrk = sub.add_parser("worker", help="(internal) one worker of origin serve --workers N; "
+                         "reads its configuration from stdin")
+    wrk.add_argument("--log-level", default="info")
+    wrk.set_defaults(func=_cmd_worker)
 
     media = sub.add_parser("media", help="media tools")
     media_sub = media.add_subparsers(dest="media_command", required=True)

@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+MIB = 1 << 20
+GIB = 1 << 30
+DEFAULT_CACHE_BYTES = 256 * MIB
+DEFAULT_CACHE_DISK_BYTES = 4 * GIB
+_BYTE_SIZE = re.compile(r"(\d{1,20})\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": MIB, "g": GIB, "t": 1 << 40}
+
+
+def parse_byte_size(text: str) -> int:
+    """``"268435456"``, ``"256M"``, ``"256MiB"``, ``"4G"`` → bytes (binary units).
+
+    ``ValueError`` for anything else."""
+    match = _BYTE_SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a byte size: {text[:32]!r}")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +31,23 @@ class LicenseEndpoint:
     base_url: str
     token: str = field(repr=False)
     unix_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """The cache of protected segments and rewritten manifests (``origin.http.segment_cache``).
+
+    ``memory_bytes`` 0 turns the whole cache off (memory, disk and single flight);
+    ``disk_dir`` None means memory only.
+    """
+
+    memory_bytes: int = DEFAULT_CACHE_BYTES
+    disk_dir: Path | None = None
+    disk_bytes: int = DEFAULT_CACHE_DISK_BYTES
+
+    @property
+    def enabled(self) -> bool:
+        return self.memory_bytes > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,3 +62,4 @@ class OriginSettings:
     catalog_interval: float = 10.0
     catalog_min_rescan: float = 1.0
     max_license_body: int = 1 << 20
+    cache: CacheSettings = CacheSettings()

@@ -60,11 +60,13 @@ class RunningOrigin:
 
 def start_origin(media: Path, state_dir: Path, *extra: str,
                  env: dict[str, str] | None = None,
-                 wrapper: tuple[str, ...] = ()) -> RunningOrigin:
+                 wrapper: tuple[str, ...] = (), workers: int = 1) -> RunningOrigin:
+    """``origin serve`` on a free loopback port; one serving process unless ``workers``."""
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "origin.log"
     cmd = [*wrapper, sys.executable, "-m", "origin", "serve", "--port", "0", "--media", str(media),
-           "--state-dir", str(state_dir), "--catalog-min-rescan", "0", *extra]
+           "--state-dir", str(state_dir), "--catalog-min-rescan", "0",
+           "--workers", str(workers), *extra]
     full_env = dict(os.environ, PYTHONUNBUFFERED="1")
     full_env.update(env or {})
     log_file = log_path.open("w")

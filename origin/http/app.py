@@ -8,27 +8,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
 from origin.config import OriginSettings
+from origin.http.cache_headers import forbid_storing_errors
 from origin.http.catalog_routes import healthz, list_assets
 from origin.http.catalog_service import CatalogService
 from origin.http.dash_routes import serve_dash
 from origin.http.hls_routes import CATALOG, KEYS, PUBLIC_URL, serve_hls
 from origin.http.key_client import KeyClient, make_license_session
 from origin.http.license_proxy import proxy_license_request
+from origin.http.metrics import (
+    METRICS_CONFIG,
+    MetricsConfig,
+    check_value_mode,
+    metrics_middleware,
+    record_response,
+)
+from origin.http.metrics_routes import serve_metrics
 from origin.http.middleware import (
     CORS_ORIGINS,
+    Handler,
     add_cors_headers,
     error_middleware,
     preflight_middleware,
 )
 from origin.http.playback_routes import playback_context
+from origin.http.segment_cache import segment_cache_ctx
 from origin.http.web_routes import WEB_DIR, player_page, web_file
 
+WORKER_HEADER = "X-Origin-Worker"
 SETTINGS: web.AppKey[OriginSettings] = web.AppKey("settings", OriginSettings)
 LICENSE_SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey(
     "license_session", aiohttp.ClientSession
@@ -65,26 +78,43 @@ async def proxy_license(request: web.Request) -> web.StreamResponse:
     )
 
 
+def _healthz_naming(pid: int) -> Handler:
+    """``/healthz`` naming the process that answered (``X-Origin-Worker: <pid>``), so one
+    can see which worker a connection reached; no other route says it."""
+    async def healthz_of_worker(request: web.Request) -> web.StreamResponse:
+        response = await healthz(request)
+        response.headers[WORKER_HEADER] = str(pid)
+        return response
+    return healthz_of_worker
+
+
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
 
 
-def build_app(settings: OriginSettings) -> web.Application:
+def build_app(settings: OriginSettings, metrics: MetricsConfig | None = None) -> web.Application:
+    metrics = metrics if metrics is not None else MetricsConfig()
+    check_value_mode(metrics)
     app = web.Application(
-        middlewares=[error_middleware, preflight_middleware],
+        middlewares=[metrics_middleware, error_middleware, preflight_middleware],
         client_max_size=settings.max_license_body,
     )
     app[SETTINGS] = settings
+    app[METRICS_CONFIG] = metrics
     app[CORS_ORIGINS] = settings.cors_origins
     app[PUBLIC_URL] = settings.public_url.rstrip("/")
     app.cleanup_ctx.append(_catalog_ctx)
     app.cleanup_ctx.append(_license_ctx)
+    app.cleanup_ctx.append(segment_cache_ctx(settings.cache))
     app.on_response_prepare.append(add_cors_headers)
     app.on_response_prepare.append(_security_headers)
+    app.on_response_prepare.append(forbid_storing_errors)
+    app.on_response_prepare.append(record_response)
     app[WEB_DIR] = settings.web_dir
     app.router.add_get("/", player_page)
     app.router.add_get("/web/{name}", web_file)
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/healthz", _healthz_naming(os.getpid()))
+    app.router.add_get("/metrics", serve_metrics)
     app.router.add_get("/api/assets", list_assets)
     app.router.add_get("/api/assets/{asset}/playback", playback_context)
     app.router.add_get("/hls/{asset}/{scheme}/{tail:.+}", serve_hls)

@@ -3,6 +3,10 @@
 - ``manifest.mpd`` (and any other ``.mpd`` of the asset): the asset's own MPD
   edited, or one generated from its HLS renditions (:mod:`origin.packaging.dash`),
   built in the default executor (it reads media), ETag + 304 via ``respond_bytes``;
+  cached in the segment cache under everything that shapes it — an edited MPD
+  with its source file's stamp, a generated one (made from many files) for
+  ``GENERATED_MPD_SECONDS`` at most, the bound the packaging layer's own
+  skeleton cache revalidates its files with;
 - every other path: the very bytes ``/hls/{asset}/{scheme}/…`` serves for it,
   through the same helpers (sendfile for clear, the one segment pipeline for
   ``cenc``/``cbcs``).
@@ -13,26 +17,32 @@ Schemes: ``clear``, ``cenc``, ``cbcs``; anything else is 404.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 from aiohttp import web
 
 from origin.errors import NotFound
+from origin.http.cache_headers import manifest_cache_control
 from origin.http.hls_routes import (
     CATALOG,
-    PLAYLIST_CACHE_CONTROL,
     drm_context,
     serve_clear_file,
     serve_protected_segment,
 )
 from origin.http.playback_query import parse_playback_query
 from origin.http.ranges import respond_bytes
+from origin.http.segment_cache import SEGMENT_CACHE, query_parts, signalling_parts
 from origin.packaging.catalog import MediaKind
-from origin.packaging.dash import DEFAULT_MANIFEST, produce_mpd, source_manifest
+from origin.packaging.dash import (
+    DEFAULT_MANIFEST,
+    REVALIDATE_SECONDS,
+    produce_mpd,
+    source_manifest,
+)
 from origin.packaging.scheme import Scheme, parse_scheme
 
 DASH_SCHEMES = frozenset({Scheme.CLEAR, Scheme.CENC, Scheme.CBCS})
 MPD_CONTENT_TYPE = "application/dash+xml"
+GENERATED_MPD_SECONDS = REVALIDATE_SECONDS
 
 
 async def serve_dash(request: web.Request) -> web.StreamResponse:
@@ -57,8 +67,17 @@ async def serve_dash(request: web.Request) -> web.StreamResponse:
                                              await drm_context(request, asset))
     query = parse_playback_query(request.query)
     signalling = await drm_context(request, asset, query) if scheme.encrypted else None
-    body = await asyncio.get_running_loop().run_in_executor(
-        None, produce_mpd, asset, source, scheme.common, signalling, query.filter)
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    return respond_bytes(request, body, content_type=MPD_CONTENT_TYPE, etag=etag,
-                         cache_control=PLAYLIST_CACHE_CONTROL)
+
+    async def build() -> bytes:
+        return await asyncio.get_running_loop().run_in_executor(
+            None, produce_mpd, asset, source, scheme.common, signalling, query.filter)
+
+    parts = ("dash", asset.name, source.rel if source is not None else asset.default_playlist,
+             source is None, scheme.value, signalling_parts(signalling), query_parts(query))
+    cache = request.app[SEGMENT_CACHE]
+    if source is not None:
+        stored = await cache.manifest(parts, build, sources=(source.real_path,))
+    else:
+        stored = await cache.manifest(parts, build, fresh_for=GENERATED_MPD_SECONDS)
+    return respond_bytes(request, stored.body, content_type=MPD_CONTENT_TYPE, etag=stored.etag,
+                         cache_control=manifest_cache_control(bool(query.token_items)))

@@ -5,21 +5,40 @@
 - encrypted schemes: playlists are rewritten with key signalling; media
   segments are read and encrypted in the default executor (the cipher
   releases the GIL inside OpenSSL), never on the event loop.
+- rewritten playlists and protected segments go through the segment cache
+  (:mod:`origin.http.segment_cache`): a segment's ETag is known from its
+  sources' stamps, so ``If-None-Match`` is a 304 before any work; hits come
+  from memory or, with a disk tier, from a file.  ``Cache-Control`` follows
+  :mod:`origin.http.cache_headers`.
 """
 
 from __future__ import annotations
-
-import asyncio
-import hashlib
 
 import aiofiles
 from aiohttp import web
 
 from origin.errors import MalformedMedia, NotFound
+from origin.http.cache_headers import (
+    MANIFEST_CACHE_CONTROL,
+    SEGMENT_CACHE_CONTROL,
+    manifest_cache_control,
+)
 from origin.http.catalog_service import CatalogService
 from origin.http.key_client import KeyClient
 from origin.http.playback_query import PlaybackQuery, parse_playback_query
 from origin.http.ranges import respond_bytes
+from origin.http.segment_cache import (
+    SEGMENT_CACHE,
+    OnDisk,
+    query_parts,
+    signalling_parts,
+)
+from origin.http.stored_response import (
+    StoredFileResponse,
+    file_can_answer,
+    if_none_match_hits,
+    not_modified,
+)
 from origin.packaging.catalog import Asset, MediaFile, MediaKind
 from origin.packaging.drm import DrmContext, hls_key_tags, hls_ts_key_tags
 from origin.packaging.hls import (
@@ -36,20 +55,11 @@ from origin.packaging.hls import (
     rewrite_multivariant_playlist,
 )
 from origin.packaging.scheme import Scheme, parse_scheme
-from origin.packaging.segments import (
-    ENCRYPTABLE,
-    SegmentJob,
-    produce_segment,
-    rendition_iv,
-    segment_iv,
-)
+from origin.packaging.segments import ENCRYPTABLE, SegmentJob, rendition_iv, segment_iv
 
 CATALOG: web.AppKey[CatalogService] = web.AppKey("catalog", CatalogService)
 KEYS: web.AppKey[KeyClient] = web.AppKey("keys", KeyClient)
 PUBLIC_URL: web.AppKey[str] = web.AppKey("public_url", str)
-
-SEGMENT_CACHE_CONTROL = "public, max-age=86400"
-PLAYLIST_CACHE_CONTROL = "no-cache"
 
 
 async def serve_hls(request: web.Request) -> web.StreamResponse:
@@ -62,11 +72,7 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
         if not scheme.encrypted and not query.filter.active:
             return serve_clear_file(file)
         drm = await drm_context(request, asset, query) if scheme.encrypted else None
-        text = edit_playlist(await read_playlist(file), file.rel, scheme, drm, asset, query)
-        body = text.encode()
-        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        return respond_bytes(request, body, content_type=file.content_type, etag=etag,
-                             cache_control=PLAYLIST_CACHE_CONTROL)
+        return await serve_playlist(request, asset, file, scheme, drm, query)
     if not scheme.encrypted or file.kind is MediaKind.SUBTITLE:
         return serve_clear_file(file)
     if file.kind not in ENCRYPTABLE:
@@ -86,6 +92,22 @@ async def drm_context(request: web.Request, asset: Asset,
                       selection=query.key_selection, license_query=query.license_query)
 
 
+async def serve_playlist(request: web.Request, asset: Asset, file: MediaFile, scheme: Scheme,
+                         drm: DrmContext | None, query: PlaybackQuery) -> web.Response:
+    """A rewritten playlist, cached under its source's stamp and everything else that shapes
+    it: asset, path, scheme, whether it leads to MPEG-TS, signalling, the normalised query."""
+
+    async def build() -> bytes:
+        text = edit_playlist(await read_playlist(file), file.rel, scheme, drm, asset, query)
+        return text.encode()
+
+    parts = ("hls", asset.name, file.rel, scheme.value, file.rel in asset.transport_stream,
+             signalling_parts(drm), query_parts(query))
+    stored = await request.app[SEGMENT_CACHE].manifest(parts, build, sources=(file.real_path,))
+    return respond_bytes(request, stored.body, content_type=file.content_type, etag=stored.etag,
+                         cache_control=manifest_cache_control(bool(query.token_items)))
+
+
 def edit_playlist(text: str, rel: str, scheme: Scheme, drm: DrmContext | None, asset: Asset,
                   query: PlaybackQuery) -> str:
     """Filter (multivariant only), add key signalling, pass the query on to media playlists."""
@@ -100,15 +122,30 @@ def edit_playlist(text: str, rel: str, scheme: Scheme, drm: DrmContext | None, a
 
 
 async def serve_protected_segment(request: web.Request, asset: Asset, file: MediaFile,
-                                  scheme: Scheme, drm: DrmContext) -> web.Response:
-    """A media segment or init under an encrypting scheme (HLS and DASH share this)."""
+                                  scheme: Scheme, drm: DrmContext) -> web.StreamResponse:
+    """A media segment or init under an encrypting scheme (HLS and DASH share this).
+
+    The ETag first (from the sources' stamps: with the cache off, only when the request
+    is conditional), a 304 if it matches, then the body from memory, disk or the cipher.
+    """
     if file.kind not in ENCRYPTABLE:
         raise NotFound("not a media segment")
     init = asset.files.get(file.init) if file.init is not None else None
     job = SegmentJob(file, scheme, drm, init)
-    segment = await asyncio.get_running_loop().run_in_executor(None, produce_segment, job)
-    return respond_bytes(request, segment.body, content_type=file.content_type,
-                         etag=segment.etag, cache_control=SEGMENT_CACHE_CONTROL)
+    cache = request.app[SEGMENT_CACHE]
+    etag = None
+    if cache.enabled or "If-None-Match" in request.headers:
+        etag = await cache.segment_etag(job)
+        if if_none_match_hits(request, etag):
+            return not_modified(etag, SEGMENT_CACHE_CONTROL)
+    found = await cache.segment(job, etag)
+    if isinstance(found, OnDisk):
+        if file_can_answer(request):
+            return StoredFileResponse(found.path, found.etag, {
+                "Content-Type": file.content_type, "Cache-Control": SEGMENT_CACHE_CONTROL})
+        found = await cache.read_disk(job, found)
+    return respond_bytes(request, found.body, content_type=file.content_type, etag=found.etag,
+                         cache_control=SEGMENT_CACHE_CONTROL)
 
 
 def public_base(request: web.Request) -> str:
@@ -118,7 +155,8 @@ def public_base(request: web.Request) -> str:
 
 
 def serve_clear_file(file: MediaFile) -> web.FileResponse:
-    cache = PLAYLIST_CACHE_CONTROL if file.kind is MediaKind.PLAYLIST else SEGMENT_CACHE_CONTROL
+    """A file as it is, through ``FileResponse`` (clear playlists carry no token)."""
+    cache = MANIFEST_CACHE_CONTROL if file.kind is MediaKind.PLAYLIST else SEGMENT_CACHE_CONTROL
     return web.FileResponse(
         file.real_path,
         headers={"Content-Type": file.content_type, "Cache-Control": cache},

@@ -20,6 +20,9 @@ from origin.config import LicenseEndpoint
 from origin.crypto.key import ContentKey
 from origin.errors import DependencyUnavailable, NotFound
 
+LICENSE_METRICS_TIMEOUT = 3.0  # seconds: a scrape must not hang on the licence module
+MAX_LICENSE_METRICS = 1 << 20
+
 
 @dataclass(frozen=True, slots=True)
 class PlaybackInfo:
@@ -109,6 +112,29 @@ class KeyClient:
             )
         except (KeyError, TypeError, ValueError):
             raise DependencyUnavailable("licence module sent a malformed answer") from None
+
+    async def license_metrics(self) -> str:
+        """The licence module's metrics (Prometheus text), through its internal API;
+        ``DependencyUnavailable`` when it does not answer 200 within
+        ``LICENSE_METRICS_TIMEOUT`` with at most ``MAX_LICENSE_METRICS`` bytes of UTF-8."""
+        url = f"{self._endpoint.base_url}/internal/v1/metrics"
+        headers = {"Authorization": f"Bearer {self._endpoint.token}"}
+        timeout = aiohttp.ClientTimeout(total=LICENSE_METRICS_TIMEOUT)
+        try:
+            async with self._session.get(url, headers=headers, timeout=timeout) as resp:
+                if resp.status != 200:
+                    raise DependencyUnavailable(f"licence module answered {resp.status}")
+                body = bytearray()
+                while chunk := await resp.content.read(MAX_LICENSE_METRICS + 1 - len(body)):
+                    body += chunk
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise DependencyUnavailable("licence module unavailable") from exc
+        if len(body) > MAX_LICENSE_METRICS:
+            raise DependencyUnavailable("licence module metrics too large")
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DependencyUnavailable("licence module sent malformed metrics") from None
 
     async def _get_json(self, path: str) -> Any:
         url = f"{self._endpoint.base_url}{path}"

@@ -11,6 +11,9 @@ Routes:
 - ``GET /internal/v1/assets/{asset}/key``, ``GET /internal/v1/keys/{kid}``: the internal
   API the origin's ``KeyClient`` uses; ``Authorization: Bearer <internal token>``.
   The origin proxies ``/license/…`` only, so these are not reachable through it.
+- ``GET /internal/v1/metrics``: this module's Prometheus metrics (licence decisions by
+  key system, result and reason; ``origin.license.metrics``), internal token required;
+  the origin appends them to its ``/metrics``.  ``authorize`` counts every decision.
 - ``GET /healthz``.
 
 The keystore is opened in a ``cleanup_ctx`` and every call to it runs in the default
@@ -29,11 +32,12 @@ from typing import ParamSpec, TypeVar
 from aiohttp import hdrs, web
 
 from origin.crypto.key import ContentKey
-from origin.errors import NotFound
+from origin.errors import Forbidden, NotFound, OriginError, Unauthorized
 from origin.license import clearkey
 from origin.license.authorization import Authorizer, TokenVerifierBox, presented_token
 from origin.license.keystore import Keystore, StoredKey
 from origin.license.kid import parse_kid_strict
+from origin.license.metrics import DecisionResult, LicenseMetrics
 from origin.license.middleware import error_middleware
 from origin.license.policy import (
     Decision,
@@ -52,6 +56,7 @@ KEYSTORE_KEY = web.AppKey("license_keystore", Keystore)
 POLICY_KEY = web.AppKey("license_policy", PolicyDecisionPoint)
 AUTHORIZER_KEY = web.AppKey("license_authorizer", Authorizer)
 VERIFIER_KEY = web.AppKey("license_token_verifier", TokenVerifierBox)
+METRICS_KEY = web.AppKey("license_metrics", LicenseMetrics)
 
 NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
 
@@ -64,12 +69,14 @@ def build_license_app(
     app[SETTINGS_KEY] = settings
     app[POLICY_KEY] = policy if policy is not None else PolicyDecisionPoint()
     app[VERIFIER_KEY] = TokenVerifierBox()
+    app[METRICS_KEY] = LicenseMetrics()
     app.cleanup_ctx.append(_keystore_context)
     app.router.add_get("/license/aes128/{kid}", aes128_key)
     app.router.add_post("/license/clearkey", clearkey_license)
     app.router.add_get("/internal/v1/assets/{asset}/key", internal_asset_key)
     app.router.add_get("/internal/v1/keys/{kid}", internal_key)
     app.router.add_get("/internal/v1/assets/{asset}/playback", internal_playback)
+    app.router.add_get("/internal/v1/metrics", internal_metrics)
     app.router.add_get("/healthz", healthz)
     # Imported here: these modules use this one's app keys (an import cycle otherwise).
     from origin.license.admin import setup_admin
@@ -181,6 +188,15 @@ async def internal_playback(request: web.Request) -> web.Response:
     return web.json_response(body, headers=NO_STORE)
 
 
+async def internal_metrics(request: web.Request) -> web.Response:
+    """This module's metrics in the Prometheus text format.  Internal API."""
+    _require_internal_token(request)
+    return web.Response(
+        body=request.app[METRICS_KEY].render(),
+        headers={hdrs.CONTENT_TYPE: "text/plain; version=0.0.4; charset=utf-8", **NO_STORE},
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -222,8 +238,22 @@ def player_token(request: web.Request) -> str | None:
 
 
 async def authorize(request: web.Request, key_requests: list[KeyRequest]) -> Decision:
-    """Run the ``Authorizer`` (in the executor); raises 401/403/503, else the decision."""
-    return await run_blocking(request.app[AUTHORIZER_KEY].authorize, key_requests)
+    """Run the ``Authorizer`` (in the executor); raises 401/403/503, else the decision.
+
+    Every decision is counted (``origin.license.metrics``) with its short fixed reason.
+    """
+    metrics = request.app[METRICS_KEY]
+    key_system = key_requests[0].key_system.value if key_requests else "none"
+    try:
+        decision = await run_blocking(request.app[AUTHORIZER_KEY].authorize, key_requests)
+    except (Unauthorized, Forbidden) as exc:
+        metrics.count_decision(key_system, DecisionResult.REFUSED, exc.detail)
+        raise
+    except OriginError as exc:
+        metrics.count_decision(key_system, DecisionResult.ERROR, exc.detail)
+        raise
+    metrics.count_decision(key_system, DecisionResult.GRANTED, decision.reason)
+    return decision
 
 
 def _require_internal_token(request: web.Request) -> None:

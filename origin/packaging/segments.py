@@ -3,7 +3,9 @@
 :func:`produce_segment` is blocking (it reads the source files and runs the
 cipher); callers run it in an executor.  Its output is a pure function of the
 source bytes, the key, the segment's path and the signalling context, so every
-replica gives the same bytes and the same strong ETag.
+replica gives the same bytes and the same strong ETag.  :func:`segment_etag`
+gives that ETag from the sources' stamps (size, mtime) alone, before any
+byte is read or encrypted; it covers every input of the output.
 
 Common Encryption pipeline, per media segment: parse the fragment → per
 ``traf``, the subsample map of each sample (NAL rules for video, full-sample
@@ -39,6 +41,8 @@ ENCRYPTABLE = frozenset({
 })
 CBCS_VIDEO_PATTERN = (1, 9)
 INIT_CACHE_ENTRIES = 256
+
+SourceStamp = tuple[int, int]  # a source file's (st_size, st_mtime_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,20 +102,20 @@ class _InitCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[str, int, int], InitInfo] = OrderedDict()
 
-    def parse(self, file: MediaFile) -> InitInfo:
+    def parse(self, file: MediaFile) -> tuple[InitInfo, SourceStamp]:
         data, st = read_source(file)
         ident = (file.real_path, st.st_size, st.st_mtime_ns)
         with self._lock:
             found = self._entries.get(ident)
             if found is not None:
                 self._entries.move_to_end(ident)
-                return found
+                return found, ident[1:]
         info = parse_init(data)
         with self._lock:
             self._entries[ident] = info
             while len(self._entries) > INIT_CACHE_ENTRIES:
                 self._entries.popitem(last=False)
-        return info
+        return info, ident[1:]
 
 
 _INITS = _InitCache()
@@ -123,7 +127,7 @@ def produce_segment(job: SegmentJob) -> ProtectedSegment:
     if file.kind not in ENCRYPTABLE:
         raise NotFound("not a media segment")
     data, st = read_source(file)
-    variant = ""
+    init_stamp: SourceStamp | None = None
     body: bytes | bytearray
     if scheme is Scheme.AES128:
         body = encrypt_segment(job.key.key, segment_iv(scheme, job.key, file.rel), data)
@@ -135,14 +139,14 @@ def produce_segment(job: SegmentJob) -> ProtectedSegment:
             body = protect_init(data, scheme=common, kid=job.key.kid,
                                 constant_iv=constant_iv(job.key),
                                 pssh=init_pssh_boxes(job.drm, common))
-            variant = ",".join(s.value for s in job.drm.systems) + "|" + job.drm.public_base
         elif file.kind is MediaKind.MP4_SEGMENT and job.init_file is not None:
-            body = protect_fragment(data, _INITS.parse(job.init_file), common, job.key, file.rel)
+            init, init_stamp = _INITS.parse(job.init_file)
+            body = protect_fragment(data, init, common, job.key, file.rel)
         else:
             raise NotFound(f"{scheme.value} applies to fMP4 segments only")
     else:
         raise NotFound("unknown protection scheme")
-    return ProtectedSegment(body, protected_etag(scheme, job.key, file.rel, st, variant))
+    return ProtectedSegment(body, segment_etag(job, (st.st_size, st.st_mtime_ns), init_stamp))
 
 
 def protect_fragment(data: bytes, init: InitInfo, scheme: CommonScheme, key: ContentKey,
@@ -182,10 +186,37 @@ def _sample_layout(view: memoryview, positions: tuple[tuple[int, int], ...], tra
     )
 
 
-def protected_etag(scheme: Scheme, key: ContentKey, rel: str, st: os.stat_result,
+def stamped_files(job: SegmentJob) -> tuple[MediaFile, ...]:
+    """The source files whose stamps :func:`segment_etag` needs for ``job``, in its order."""
+    if (job.scheme.common is not None and job.file.kind is MediaKind.MP4_SEGMENT
+            and job.init_file is not None):
+        return job.file, job.init_file
+    return (job.file,)
+
+
+def segment_etag(job: SegmentJob, source: SourceStamp, init: SourceStamp | None) -> str:
+    """The strong ETag :func:`produce_segment` gives ``job`` when its source file has the
+    stamp ``source`` and its init section (if the job has one) ``init`` (pure).
+
+    Beyond scheme, key id, path and the source's stamp it covers what else shapes the
+    bytes: a protected init section's pssh boxes (the asset's key systems and the public
+    base of the PlayReady licence URL), and a Common Encryption media segment's init
+    section (its boxes are rebuilt from the init's tracks).
+    """
+    file, variant = job.file, ""
+    if job.scheme.common is not None and file.kind is MediaKind.MP4_INIT:
+        variant = ",".join(s.value for s in job.drm.systems) + "|" + job.drm.public_base
+    elif (job.scheme.common is not None and file.kind is MediaKind.MP4_SEGMENT
+          and job.init_file is not None and init is not None):
+        variant = f"init={job.init_file.rel}:{init[0]}:{init[1]}"
+    return protected_etag(job.scheme, job.key, file.rel, source, variant)
+
+
+def protected_etag(scheme: Scheme, key: ContentKey, rel: str, source: SourceStamp,
                    variant: str = "") -> str:
     """A strong ETag: the output is a pure function of these inputs."""
-    ident = f"{scheme.value}\0{key.kid_hex}\0{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{variant}"
+    size, mtime_ns = source
+    ident = f"{scheme.value}\0{key.kid_hex}\0{rel}\0{size}\0{mtime_ns}\0{variant}"
     return '"' + hashlib.sha256(ident.encode()).hexdigest()[:32] + '"'
 
 

@@ -1,0 +1,253 @@
+"""The cache of protected segments and rewritten manifests.
+
+Rules:
+- memory: one LRU bounded by bytes (``--cache-bytes``, default 256 MiB) holds
+  protected segment and init bodies under their strong ETag
+  (``packaging.segments.segment_etag``: scheme, key id, path, the sources'
+  stamps, the init section's stamp, an init's signalling), and rewritten
+  manifests under a digest of everything that shapes them (``manifest_key``);
+  an entry larger than 1/8 of the budget is not kept;
+- disk (``--cache-dir``, ``--cache-disk-bytes``): each segment body is written
+  once, on its first production, and later hits go out from the file
+  (:mod:`origin.http.disk_store`); manifests stay in memory only;
+- single flight: concurrent misses for one key produce once; a failure reaches
+  every waiter and nothing is cached;
+- a segment's ETag comes from its sources' stamps before anything is read or
+  encrypted, so a matching ``If-None-Match`` costs no work;
+- metrics: ``CACHE_LOOKUPS{kind, tier, result}`` for every lookup,
+  ``BYTES_ENCRYPTED{scheme}`` for every body produced;
+- ``--cache-bytes 0`` turns all of it off — no memory, no disk, no single
+  flight: every request produces (the benchmark's cache-miss runs);
+- tokens shape manifest bodies but are kept only inside digests, never in a
+  key, log line or repr;
+- one event loop owns the cache; stat, encryption and file writes run in the
+  default executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from origin.config import CacheSettings
+from origin.errors import OriginError
+from origin.http.byte_lru import ByteLru, Stored
+from origin.http.disk_store import DiskStore, file_name
+from origin.http.metrics import BYTES_ENCRYPTED, CACHE_LOOKUPS
+from origin.http.playback_query import PlaybackQuery
+from origin.http.single_flight import SingleFlight
+from origin.http.source_stamps import SourceStamps
+from origin.packaging.drm import DrmContext
+from origin.packaging.segments import (
+    ProtectedSegment,
+    SegmentJob,
+    produce_segment,
+    segment_etag,
+    stamped_files,
+)
+
+log = logging.getLogger("origin.cache")
+
+ManifestPart = str | int | bool | None | tuple["ManifestPart", ...]
+Build = Callable[[], Coroutine[Any, Any, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class OnDisk:
+    """A segment body kept in the disk tier."""
+
+    path: Path
+    etag: str
+
+
+def body_etag(body: bytes | bytearray) -> str:
+    """The strong ETag of a manifest body: a digest of the bytes themselves."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def signalling_parts(drm: DrmContext | None) -> ManifestPart:
+    """What of a ``DrmContext`` shapes a manifest: the key id, the asset's key systems, the
+    public base of licence URLs, the key-system selection and the caller's token."""
+    if drm is None:
+        return None
+    selection = drm.selection.query_value() if drm.selection is not None else None
+    return (drm.key.kid_hex, tuple(s.value for s in drm.systems), drm.public_base, selection,
+            drm.license_query)
+
+
+def query_parts(query: PlaybackQuery) -> ManifestPart:
+    """The normalised query that shapes a manifest: tokens, key systems, filter parameters."""
+    selection = query.key_selection.query_value() if query.key_selection is not None else None
+    return (query.token_items, selection, tuple(query.filter.query_items()))
+
+
+def manifest_key(*parts: ManifestPart) -> str:
+    """A digest of a manifest's inputs (unambiguous: ``repr`` of the tuple)."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+class SegmentCache:
+    def __init__(self, settings: CacheSettings) -> None:
+        self.enabled = settings.enabled
+        self.memory = ByteLru(settings.memory_bytes) if self.enabled else None
+        self.disk = (DiskStore(settings.disk_dir, settings.disk_bytes)
+                     if self.enabled and settings.disk_dir is not None else None)
+        self.stamps = SourceStamps() if self.enabled else SourceStamps(revalidate=0.0)
+        self._segments: SingleFlight[Stored] = SingleFlight()
+        self._manifests: SingleFlight[Stored] = SingleFlight()
+        self._lookups = {
+            (kind, tier, result): CACHE_LOOKUPS.labels(kind, tier, result)
+            for kind in ("segment", "manifest") for tier in ("memory", "disk")
+            for result in ("hit", "miss")
+        }
+
+    def __repr__(self) -> str:
+        return f"SegmentCache({self.memory!r}, {self.disk!r})"
+
+    async def open(self) -> None:
+        if self.disk is not None:
+            await self.disk.open()
+
+    async def close(self) -> None:
+        await self._segments.drain()
+        await self._manifests.drain()
+        if self.disk is not None:
+            await self.disk.close()
+        if self.memory is not None:
+            m = self.memory
+            log.info("cache memory: %d entries, %d bytes (bodies %d) of %d, peak %d, "
+                     "%d evictions", len(m), m.used_bytes, m.body_bytes(), m.budget,
+                     m.peak_bytes, m.evictions)
+
+    # --- segments ---------------------------------------------------------------------------
+
+    async def segment_etag(self, job: SegmentJob) -> str:
+        """The ETag ``job`` produces, from its sources' stamps (nothing read or encrypted)."""
+        stamps = await self.stamps.stamps(tuple(f.real_path for f in stamped_files(job)))
+        return segment_etag(job, stamps[0], stamps[1] if len(stamps) > 1 else None)
+
+    async def segment(self, job: SegmentJob, etag: str | None) -> Stored | OnDisk:
+        """The protected body of ``job``, whose sources give ``etag``: from memory, from
+        disk, or produced (once for all concurrent callers).  Off: always produced."""
+        if self.memory is None or etag is None:
+            return _stored(await self.produce(job))
+        key = "s" + etag
+        found = self._memory_lookup("segment", key)
+        if found is not None:
+            return found
+        name = file_name(etag)
+        if self.disk is not None and self.disk.enabled and name is not None:
+            path = await self.disk.lookup(name)
+            self._lookups["segment", "disk", "hit" if path else "miss"].inc()
+            if path is not None:
+                return OnDisk(path, etag)
+            found = self.memory.get(key)  # produced while the disk was asked
+            if found is not None:
+                return found
+        return await self._segments.run(key, lambda: self._produce_and_keep(job, etag))
+
+    async def read_disk(self, job: SegmentJob, stored: OnDisk) -> Stored:
+        """The bytes of a body on disk (for requests a file response cannot answer)."""
+        loop = asyncio.get_running_loop()
+        try:
+            body = await loop.run_in_executor(None, stored.path.read_bytes)
+        except OSError:
+            name = file_name(stored.etag)
+            if self.disk is not None and name is not None:
+                self.disk.forget(name)
+            return await self._segments.run("s" + stored.etag,
+                                            lambda: self._produce_and_keep(job, stored.etag))
+        return Stored(body, stored.etag)
+
+    async def produce(self, job: SegmentJob) -> ProtectedSegment:
+        """Read and protect ``job``'s segment in the default executor (no cache involved)."""
+        loop = asyncio.get_running_loop()
+        try:
+            segment = await loop.run_in_executor(None, produce_segment, job)
+        except OriginError as exc:
+            log.debug("segment not produced: %s %s: %s", job.scheme.value, job.file.rel,
+                      type(exc).__name__)
+            raise
+        BYTES_ENCRYPTED.labels(job.scheme.value).inc(len(segment.body))
+        log.debug("segment produced: %s %s, %d bytes", job.scheme.value, segment.etag,
+                  len(segment.body))
+        return segment
+
+    async def _produce_and_keep(self, job: SegmentJob, expected: str) -> Stored:
+        segment = await self.produce(job)
+        stored = _stored(segment)
+        if segment.etag != expected:  # a source changed since it was stamped
+            for file in stamped_files(job):
+                self.stamps.forget(file.real_path)
+        if self.memory is not None:
+            self.memory.put("s" + segment.etag, stored)
+        name = file_name(segment.etag)
+        if self.disk is not None and name is not None:
+            self.disk.store(name, segment.body)
+        return stored
+
+    # --- manifests --------------------------------------------------------------------------
+
+    async def manifest(self, parts: tuple[ManifestPart, ...], build: Build, *,
+                       sources: tuple[str, ...] = (), fresh_for: float | None = None) -> Stored:
+        """A rewritten manifest: cached under ``parts`` plus the stamps of the ``sources``
+        files it is made from; ``fresh_for`` seconds at most when its sources are not all
+        listed (a generated MPD reads many files)."""
+        if self.memory is None:
+            return Stored(body := await build(), body_etag(body))
+        stamps = await self.stamps.stamps(sources) if sources else ()
+        key = "m" + manifest_key(*parts, stamps)
+        found = self._memory_lookup("manifest", key)
+        if found is not None:
+            return found
+        return await self._manifests.run(key, lambda: self._build_and_keep(key, build,
+                                                                            fresh_for))
+
+    async def _build_and_keep(self, key: str, build: Build, fresh_for: float | None) -> Stored:
+        body = await build()
+        until = time.monotonic() + fresh_for if fresh_for is not None else float("inf")
+        stored = Stored(body, body_etag(body), until)
+        if self.memory is not None:
+            self.memory.put(key, stored)
+        return stored
+
+    def _memory_lookup(self, kind: str, key: str) -> Stored | None:
+        assert self.memory is not None
+        found = self.memory.get(key)
+        if found is not None and found.fresh_until <= time.monotonic():
+            self.memory.discard(key)
+            found = None
+        self._lookups[kind, "memory", "hit" if found is not None else "miss"].inc()
+        return found
+
+
+def _stored(segment: ProtectedSegment) -> Stored:
+    return Stored(segment.body, segment.etag)
+
+
+SEGMENT_CACHE: web.AppKey[SegmentCache] = web.AppKey("segment_cache", SegmentCache)
+
+
+def segment_cache_ctx(
+    settings: CacheSettings,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The ``cleanup_ctx`` that opens the cache (disk index) and closes it (pending writes)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if not settings.enabled and settings.disk_dir is not None:
+            log.warning("--cache-bytes 0 turns the whole cache off: --cache-dir is not used")
+        cache = SegmentCache(settings)
+        await cache.open()
+        app[SEGMENT_CACHE] = cache
+        yield
+        await cache.close()
+
+    return ctx
