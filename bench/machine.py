@@ -83,3 +83,63 @@ def machine_info(openssl: str | None) -> dict[str, object]:
         "cryptography": cryptography.__version__,
         "cryptography_openssl": read_cryptography_openssl(),
     }
+
+
+def read_tool_version(command: list[str]) -> str | None:
+    """The first line a tool prints about its version (stdout or stderr), or None."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in (done.stdout + "\n" + done.stderr).splitlines():
+        if line.strip():
+            return line.strip()
+    return None
+
+
+def find_nginx() -> str | None:
+    """The nginx binary: on PATH, else Debian's /usr/sbin/nginx (not on a user's PATH)."""
+    import shutil
+
+    found = shutil.which("nginx")
+    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
+        found = "/usr/sbin/nginx"
+    return found
+
+
+def tool_versions(packager: str | None = None) -> dict[str, str | None]:
+    """Versions of every program and library the benchmarks compare or run."""
+    import shutil
+    import sys
+    from importlib import metadata
+
+    def tool(name: str | None, *args: str) -> str | None:
+        return read_tool_version([name, *args]) if name else None
+
+    def package(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "nginx": tool(find_nginx(), "-v"),
+        "wrk": tool(shutil.which("wrk"), "--version"),
+        "openssl": tool(shutil.which("openssl"), "version"),
+        "shaka_packager": tool(packager, "--version"),
+        "ffmpeg": tool(shutil.which("ffmpeg"), "-version"),
+        "py-spy": tool(shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+                       "--version"),
+        **{name: package(name) for name in (
+            "aiohttp", "uvloop", "cryptography", "numpy", "prometheus-client", "matplotlib")},
+    }
+
+
+def read_load_average() -> tuple[float, float, float] | None:
+    """The 1, 5 and 15 minute load averages (other work on the machine shows here)."""
+    try:
+        one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
+    except (OSError, ValueError):
+        return None
+    return float(one), float(five), float(fifteen)

@@ -1,8 +1,9 @@
 """Benchmark: cbcs/cenc protection of real segments, origin vs Shaka Packager, in one run.
 
 For each rendition — 360p (~400 kbit/s) and 720p (~1 Mbit/s) like the demo's,
-and a dense 1080p (noisy picture, ~8 Mbit/s), all H.264 with 2 s segments and
-long enough (300 s, 120 s, 20 s: 15–20 MB each) that per-byte rates are not
+and the video of the HTTP benchmark's dense asset (``assets.make_dense``: 1080p,
+noisy picture, ~10 Mbit/s, ~2.5 MB segments), all H.264 with 2 s segments and
+long enough (300 s, 120 s, 20 s: 15–26 MB each) that per-byte rates are not
 start-up noise, made here with ffmpeg once and cached in ``bench/.cache`` —
 and each scheme:
 
@@ -36,6 +37,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from assets import DENSE_RUNG, make_dense
 from machine import MB, machine_info, run_openssl_speed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,8 +177,7 @@ def main() -> int:
                                          seconds=300)),
         Rendition("720p", make_rendition(CACHE / "720p-120s", size="1280x720", bitrate="1M",
                                          seconds=120)),
-        Rendition("1080p-dense", make_rendition(CACHE / "1080p-dense-20s", size="1920x1080",
-                                                bitrate="8M", seconds=20, noise=12)),
+        Rendition("1080p-dense", make_dense().folder / DENSE_RUNG.folder),
     ]
     openssl = shutil.which("openssl")
     ceilings = {
@@ -190,7 +191,7 @@ def main() -> int:
         segments = rendition.segments
         total = sum(len(d) for _, d in segments)
         for scheme in CommonScheme:
-            print(f"  {rendition.name} {scheme.value}...", flush=True)
+            print(f"  protect {rendition.name} {scheme.value} ...", flush=True)
             ours = time_origin(rendition, scheme, passes)
             shaka = time_shaka(rendition, scheme, work, runs)
             points = [(total, shaka)]
