@@ -7,7 +7,8 @@ Rules:
 - The interpretation a person writes after a run — where the time goes and
   what would close each gap — lives in ``bench/findings.md`` and is included
   verbatim; the top frames beside it come from the profiles in the JSON.
-- Plots go to ``bench/plots/*.png`` (``plots.py``).
+- Plots go to ``bench/plots/*.png`` (``plots.py``; the soak's in ``soak_plot.py``,
+  shown in its own section).
 
     .venv/bin/python bench/report.py
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from plots import draw_all
+from soak_plot import plot_soak
 from targets import DISTURBED, MB, Verdict, all_verdicts, foreign_share
 
 BENCH = Path(__file__).resolve().parent
@@ -31,7 +33,7 @@ OUT = BENCH / "RESULTS.md"
 PLOTS = BENCH / "plots"
 FINDINGS = BENCH / "findings.md"
 MIB = 1 << 20
-DOCS = ("run", "cipher", "protect", "protect_cipher", "sample_aes", "http")
+DOCS = ("run", "cipher", "protect", "protect_cipher", "sample_aes", "http", "soak")
 
 Doc = Mapping[str, Any]
 
@@ -384,6 +386,170 @@ def section_sample_aes(doc: Doc) -> list[str]:
     return lines
 
 
+def mark(passed: bool | None) -> str:
+    return {True: "✅", False: "❌", None: "❔"}[passed]
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def soak_verdict_rows(soak: Doc) -> list[list[object]]:
+    o, verdicts = soak["overall"], soak.get("verdicts", {})
+    memory = [m for m in soak.get("memory", []) if m.get("slope_mb_per_min_second_half")
+              is not None]
+    steepest = max(memory, key=lambda m: abs(m["slope_mb_per_min_second_half"]), default=None)
+    bar = soak.get("settings", {}).get("flat_mb_per_min")
+    rss = "n/a" if steepest is None else (
+        f"steepest {steepest['slope_mb_per_min_second_half']:+.2f} MB/min "
+        f"({steepest['role']} {steepest['pid']}); max "
+        + ", ".join(f"{m['role']} {num(m['max_mb'], 1)}" for m in soak.get("memory", []))
+        + " MB")
+    return [
+        [mark(verdicts.get("no_5xx")), "no 5xx", f"{o['five_xx']} of {o['requests']:,}"],
+        [mark(verdicts.get("4xx_only_for_bad_requests")), "4xx only for the bad requests",
+         f"{o['four_xx']:,} 4xx: {o['bad_4xx']:,} of {o['bad_sent']:,} bad requests sent; "
+         f"{o['unexpected_4xx']} for good ones; {o['bad_not_4xx']} bad ones not 4xx"],
+        [mark(verdicts.get("no_client_errors")), "no client errors (time-outs, resets)",
+         f"{o['client_errors']}" + ("" if not o["client_errors"] else " (" + ", ".join(
+             f"{k} ×{n}" for k, n in o["client_error_kinds"].items()) + ")")],
+        [mark(verdicts.get("every_answer_right")), "every answer the expected status",
+         "yes" if not o["wrong"] else "; ".join(f"{k} ×{n}" for k, n in o["wrong"].items())],
+        [mark(verdicts.get("rss_flat")),
+         f"RSS flat: second-half slope within ±{bar} MB/min", rss],
+        [mark(verdicts.get("no_worker_restarts")), "no worker restarts",
+         str(soak.get("worker_restarts"))],
+    ]
+
+
+def soak_foreign(soak: Doc) -> tuple[float, float]:
+    """CPU seconds other work used during the soak, and the CPU seconds available."""
+    windows = soak.get("windows", [])
+    cores = int(soak.get("machine", {}).get("cpu_count") or 2)
+    foreign = sum(w.get("foreign_cpu_s", 0.0) for w in windows)
+    seconds = sum(w["t_end_s"] - w["t_start_s"] for w in windows)
+    return foreign, seconds * cores
+
+
+def soak_window_rows(soak: Doc) -> list[list[object]]:
+    rows = []
+    for w in soak.get("windows", []):
+        memory = w.get("memory", {})
+        workers = " / ".join(num(m["rss"] / MB, 1) for m in memory.values()
+                             if m["role"] == "worker")
+        licence = " / ".join(num(m["rss"] / MB, 1) for m in memory.values()
+                             if m["role"] == "licence")
+        hits = w.get("cache_hit_ratio", {})
+        load = w.get("load_average")
+        rows.append([
+            num(w["t_end_s"]), f"{w['requests']:,}", num(w["rps"]), w["five_xx"],
+            f"{w['four_xx']} ({w['bad_4xx']}/{w['unexpected_4xx']})", w["client_errors"],
+            num(w["latency_ms"]["p50"], 1), num(w["latency_ms"]["p99"], 1), workers, licence,
+            percent(hits.get("segment")), percent(hits.get("manifest")),
+            num(load[0], 2) if load else "n/a",
+            f"{w['server_cpu_s']:.1f} / {w['client_cpu_s']:.1f} / {w['foreign_cpu_s']:.1f}",
+        ])
+    return rows
+
+
+def section_soak(soak: Doc, plot: Path | None, base: Path) -> list[str]:
+    if not soak.get("overall"):
+        return []
+    o, cap, settings = soak["overall"], soak["capacity"], soak.get("settings", {})
+    lat, service = o["latency_ms"], o["service_ms"]
+    foreign, available = soak_foreign(soak)
+    minutes = settings.get("minutes")
+    window_p99 = sorted(w["latency_ms"]["p99"] for w in soak.get("windows", [])
+                        if w["latency_ms"]["p99"] is not None)
+    lines = [
+        "## Soak", "",
+        f"`bench/soak.py --minutes {minutes:g}` (`make soak`), {soak.get('when')}: "
+        f"`{' '.join(soak.get('server_command', []))}` on 127.0.0.1 with the "
+        f"{' and '.join(soak.get('assets', []))} assets; the load generator (aiohttp, "
+        f"uvloop, pool of {settings.get('pool')} connections) runs on the same "
+        f"{soak.get('machine', {}).get('cpu_count', '?')} cores. The mix, per 100 requests: "
+        + ", ".join(f"{k} {v}" for k, v in soak.get("mix", {}).get("shares_per_100", {}).items())
+        + f" ({sum(soak.get('mix', {}).get('distinct', {}).values()):,} distinct requests: every "
+        "playlist, MPD, init and media segment of every scheme, ranged and conditional "
+        "segment requests, the AES-128 key route and ClearKey licences; the bad ones are "
+        "unknown assets and files, traversal attempts, malformed key ids, unsatisfiable "
+        "ranges, malformed ClearKey bodies). `--license-rate 0`: every request comes from one "
+        "address, which the per-address licence limit is not meant for.",
+        "",
+        f"Capacity of the mix (closed loop, {cap['connections']} connections, "
+        f"{cap['seconds']:.0f} s after {settings.get('warmup_seconds', 0):g} s of warm-up): "
+        f"**{num(cap['rps'])} req/s** (p50 {num(cap['latency_ms']['p50'], 1)} ms, p99 "
+        f"{num(cap['latency_ms']['p99'], 1)} ms, {cap['five_xx']} 5xx). Soak: open loop at "
+        f"**{num(soak['rate'])} req/s** ({100 * settings.get('fraction', 0):.0f} % of it) for "
+        f"{minutes:g} min, a fixed arrival schedule; latency is counted from each request's "
+        "scheduled time, so queueing in the client or the server is in it (no coordinated "
+        f"omission); service time (from the actual send) beside it. Reported every "
+        f"{settings.get('window', 10):g} s.",
+        "",
+        f"**Machine load**: load average {soak.get('load_average_start')} at the start, "
+        f"{soak.get('load_average_end')} at the end; other work on the machine (*foreign*: "
+        f"busy CPU neither the origin's processes nor the load generator account for) used "
+        f"{foreign:,.0f} of the {available:,.0f} CPU-s available during the soak "
+        f"({100 * foreign / available if available else 0:.0f} %). Latency figures from this "
+        "run are upper bounds for a quiet machine.",
+        "",
+    ]
+    lines += table(["", "goal", "measured"], soak_verdict_rows(soak), "lll")
+    lines += [
+        f"Overall: {o['requests']:,} requests in {o['seconds']:.0f} s ({num(o['rps'])} req/s "
+        f"of {num(soak['rate'])} scheduled, {num(o['mbps'])} MB/s); latency p50 "
+        f"{num(lat['p50'], 1)} ms, p90 {num(lat['p90'], 1)} ms, **p99 {num(lat['p99'], 1)} "
+        f"ms**, p99.9 {num(lat['p999'], 1)} ms, max {num(lat['max'], 1)} ms; service time "
+        f"p50 {num(service['p50'], 1)} ms, p99 {num(service['p99'], 1)} ms; p99 per window: "
+        f"median {num(window_p99[len(window_p99) // 2] if window_p99 else None, 1)} ms, best "
+        f"{num(window_p99[0] if window_p99 else None, 1)} ms, worst "
+        f"{num(window_p99[-1] if window_p99 else None, 1)} ms; requests started "
+        f"late (in-flight cap {settings.get('max_in_flight')} reached): {o['late_starts']}. "
+        f"Cache hit ratio (`/metrics`, over the soak): segments "
+        f"{percent(o['cache_hit_ratio'].get('segment'))}, manifests "
+        f"{percent(o['cache_hit_ratio'].get('manifest'))}. The server's own count "
+        "(`origin_http_requests_total`): "
+        + ", ".join(f"{k} {v:,}" for k, v in o.get("server_status_classes", {}).items())
+        + ". Licence decisions (`origin_license_decisions_total`): "
+        + (", ".join(f"`{k}` {v:,}" for k, v in o.get("licence_decisions", {}).items())
+           or "none counted") + ".",
+        "",
+    ]
+    wrong = soak.get("probe", {}).get("wrong", [])
+    lines += [f"Probe (each distinct request once, before the load): "
+              f"{soak.get('probe', {}).get('requests', 0) - len(wrong)} right, "
+              f"{len(wrong)} wrong" + ("" if not wrong else ": " + "; ".join(
+                  f"`{p['target']}` → {p.get('status', p.get('error'))}" for p in wrong[:10]))
+              + ".", ""]
+    lines += ["### Soak: memory (`VmRSS` every window; slope by least squares)", ""]
+    lines += table(
+        ["process", "PID", "first MB", "max MB", "last MB", "slope 2nd half MB/min",
+         "RssAnon slope 2nd half", "slope whole run", "flat"],
+        [[m["role"], m["pid"], num(m["first_mb"], 1), num(m["max_mb"], 1), num(m["last_mb"], 1),
+          num(m["slope_mb_per_min_second_half"], 2), num(m["anon_slope_mb_per_min_second_half"],
+                                                         2),
+          num(m["slope_mb_per_min_whole"], 2), mark(m["flat"])]
+         for m in sorted(soak.get("memory", []), key=lambda m: (m["role"], m["pid"]))],
+        "lrrrrrrrl")
+    lines += ["### Soak: by kind of request", ""]
+    shares = soak.get("mix", {}).get("shares_per_100", {})
+    lines += table(
+        ["kind", "share", "requests", "statuses", "p50 ms", "p99 ms"],
+        [[kind, f"{shares[kind]} %" if kind in shares else "", f"{k['requests']:,}",
+          ", ".join(f"{s} ×{n:,}" for s, n in k["statuses"].items()), num(k["p50_ms"], 1),
+          num(k["p99_ms"], 1)] for kind, k in o.get("kinds", {}).items()], "lrrlrr")
+    if plot is not None:
+        lines += [f"![Soak: RSS per process and p99 per window]({os.path.relpath(plot, base)})",
+                  ""]
+    lines += [f"<details><summary>Every {settings.get('window', 10):g} s</summary>", ""]
+    lines += table(["t s", "requests", "req/s", "5xx", "4xx (bad/unexp.)", "errors", "p50 ms",
+                    "p99 ms", "RSS workers MB", "licence MB", "segment hits", "manifest hits",
+                    "load 1 min", "CPU s server / client / foreign"],
+                   soak_window_rows(soak), "rrrrrrrrrrrrrr")
+    lines += ["</details>", ""]
+    return lines
+
+
 def section_plots(plots: Sequence[tuple[str, Path]], base: Path) -> list[str]:
     if not plots:
         return []
@@ -401,7 +567,8 @@ def collect_profiles(docs: Mapping[str, Doc]) -> dict[str, Doc]:
     return found
 
 
-def render(docs: Mapping[str, Doc], plots: Sequence[tuple[str, Path]], base: Path) -> str:
+def render(docs: Mapping[str, Doc], plots: Sequence[tuple[str, Path]], base: Path,
+           soak_plot: Path | None = None) -> str:
     """RESULTS.md; links are relative to ``base``, the folder it is written to."""
     verdicts = all_verdicts(docs)
     profiles = collect_profiles(docs)
@@ -414,6 +581,7 @@ def render(docs: Mapping[str, Doc], plots: Sequence[tuple[str, Path]], base: Pat
     lines += section_http(docs.get("http", {}))
     lines += section_scaling(docs.get("http", {}))
     lines += section_memory(docs.get("http", {}))
+    lines += section_soak(docs.get("soak", {}), soak_plot, base)
     lines += section_protect_cipher(docs.get("protect_cipher", {}))
     lines += section_sample_aes(docs.get("sample_aes", {}))
     lines += section_plots(plots, base)
@@ -431,8 +599,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no results in {args.results}", file=sys.stderr)
         return 1
     plots = draw_all(docs, args.plots)
-    args.out.write_text(render(docs, plots, args.out.resolve().parent))
-    print(f"wrote {args.out} and {len(plots)} plots in {args.plots}")
+    soak_plot = plot_soak(docs.get("soak", {}), args.plots / "soak.png")
+    args.out.write_text(render(docs, plots, args.out.resolve().parent, soak_plot))
+    count = len(plots) + (soak_plot is not None)
+    print(f"wrote {args.out} and {count} plots in {args.plots}")
     return 0
 
 
