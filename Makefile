@@ -11,7 +11,7 @@ APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint typecheck pytest bench demo-media system-deps venv-deps web browser-deps clean fuzz bench-deps
+.PHONY: serve test lint typecheck pytest bench demo-media system-deps venv-deps web browser-deps clean fuzz bench-deps soak
 
 # python3-venv is a separate package on Debian; install it only when venv is unusable.
 venv-deps:
@@ -116,6 +116,14 @@ $(VENV)/.bench-installed: pyproject.toml | $(PY)
 
 bench: bench-deps
 	$(PY) bench/run.py
+
+# The soak run (bench/soak.py): mixed traffic at ~70 % of measured capacity against
+# origin serve --workers 2 on loopback for SOAK_MINUTES; 5xx, 4xx, p50/p99 and the RSS of
+# every process every 10 s; bench/results/soak.json and the "Soak" section of RESULTS.md.
+SOAK_MINUTES ?= 10
+
+soak: $(VENV)/.bench-installed
+	$(PY) bench/soak.py --minutes $(SOAK_MINUTES)
 
 demo-media: system-deps $(VENV)/.runtime-installed
 	$(VENV)/bin/origin media demo --out media/demo

@@ -3,7 +3,7 @@
 Rules:
 
 - The command is ``python -m origin serve --host 127.0.0.1 --port 0 --media M
-  --state-dir S --log-level warning --workers N --cache-bytes B`` (the
+  --state-dir S --log-level warning --workers N --cache-bytes B --license-rate 0`` (the
   co-hosted licence module included); ``OriginConfig.flags`` is the one place
   the per-configuration flags are written.
 - Ready when the server prints ``origin listening on URL`` (read with a
@@ -50,7 +50,9 @@ class OriginConfig:
     cache_bytes: int  # 0: caching off
 
     def flags(self) -> list[str]:
-        return ["--workers", str(self.workers), "--cache-bytes", str(self.cache_bytes)]
+        # --license-rate 0: every request comes from one client address (wrk on loopback).
+        return ["--workers", str(self.workers), "--cache-bytes", str(self.cache_bytes),
+                "--license-rate", "0"]
 
 
 def server_environment() -> dict[str, str]:

@@ -7,6 +7,11 @@ read when a command runs, never at import time.
 ``origin serve --workers 1`` serves in this process; ``--workers N`` makes this
 process the parent of N worker processes on one port (``origin.workers``), each
 started as ``origin worker`` (``origin.worker``; not for direct use).
+
+``--tls-cert``/``--tls-key`` serve HTTPS on the same port (``origin.tls``): the pair is
+loaded once here, before anything starts, so a bad pair is a one-line error and exit
+status 2; the announced URLs are then ``https://``.  ``--audit-log FILE`` is handed to
+the co-hosted licence module (``origin.license.audit``).
 """
 
 from __future__ import annotations
@@ -29,11 +34,14 @@ from origin.config import (
     DEFAULT_CACHE_BYTES,
     DEFAULT_CACHE_DISK_BYTES,
     CacheSettings,
+    ClientLimits,
     LicenseEndpoint,
     OriginSettings,
+    TlsFiles,
     parse_byte_size,
 )
 from origin.log_redaction import install_log_redaction
+from origin.tls import TlsConfigError, key_file_warning, listening_scheme, server_context
 
 if TYPE_CHECKING:
     from origin.packaging.catalog import Catalog
@@ -77,7 +85,8 @@ async def serve(args: argparse.Namespace, state_dir: Path) -> int:
         supervisor = LicenseProcess(socket_path=_license_socket(state_dir), state_dir=state_dir,
                                     kek_file=Path(args.kek_file) if args.kek_file else None,
                                     token=token,
-                                    license_config=args.license_config)
+                                    license_config=args.license_config,
+                                    audit_log=args.audit_log)
         await supervisor.start()
         endpoint = LicenseEndpoint("http://license", token, str(supervisor.socket_path))
     else:
@@ -97,9 +106,15 @@ async def serve(args: argparse.Namespace, state_dir: Path) -> int:
         key_cache_ttl=args.key_cache_ttl,
         catalog_interval=args.catalog_interval,
         catalog_min_rescan=args.catalog_min_rescan,
+        limits=ClientLimits(header_timeout=args.header_timeout,
+                            body_timeout=args.body_timeout,
+                            license_rate=args.license_rate,
+                            license_burst=args.license_burst,
+                            trust_forwarded=args.trust_forwarded),
         cache=CacheSettings(memory_bytes=args.cache_bytes,
                             disk_dir=Path(args.cache_dir) if args.cache_dir else None,
                             disk_bytes=args.cache_disk_bytes),
+        tls=args.tls,
     )
     metrics_token = args.metrics_token or os.environ.get(METRICS_TOKEN_ENV, "")
     stop = asyncio.Event()
@@ -125,11 +140,16 @@ async def _serve_in_process(args: argparse.Namespace, settings: OriginSettings,
     from origin.worker import run_app
 
     def announce(runner: web.AppRunner) -> None:
-        _announce(args.host, runner.addresses[0][1], runner.app[CATALOG].catalog)
+        _announce(listening_scheme(settings.tls), args.host, runner.addresses[0][1],
+                  runner.app[CATALOG].catalog)
 
+    tls = None
+    if settings.tls is not None:  # reads the files: blocking
+        tls = await asyncio.get_running_loop().run_in_executor(None, server_context,
+                                                               settings.tls)
     await run_app(build_app(settings, MetricsConfig(token=metrics_token)),
-                  lambda runner: web.TCPSite(runner, args.host, args.port), stop,
-                  shutdown_timeout=SHUTDOWN_TIMEOUT, on_ready=announce)
+                  lambda runner: web.TCPSite(runner, args.host, args.port, ssl_context=tls),
+                  stop, shutdown_timeout=SHUTDOWN_TIMEOUT, on_ready=announce)
 
 
 async def _serve_workers(args: argparse.Namespace, settings: OriginSettings,
@@ -141,7 +161,7 @@ async def _serve_workers(args: argparse.Namespace, settings: OriginSettings,
     async def announce(port: int) -> None:
         loop = asyncio.get_running_loop()
         catalog = await loop.run_in_executor(None, scan_catalog, str(settings.media_root))
-        _announce(args.host, port, catalog)
+        _announce(listening_scheme(settings.tls), args.host, port, catalog)
 
     plan = PoolPlan(count=args.workers, host=args.host, port=args.port, settings=settings,
                     state_dir=state_dir, shutdown_timeout=SHUTDOWN_TIMEOUT,
@@ -149,10 +169,10 @@ async def _serve_workers(args: argparse.Namespace, settings: OriginSettings,
     return await run_workers(plan, stop, announce)
 
 
-def _announce(host: str, port: int, catalog: Catalog) -> None:
+def _announce(scheme: str, host: str, port: int, catalog: Catalog) -> None:
     from origin.http.catalog_routes import asset_urls
 
-    base = f"http://{host}:{port}"
+    base = f"{scheme}://{host}:{port}"
     print(f"origin listening on {base}", flush=True)
     for asset in catalog.assets.values():
         for urls in asset_urls(asset).values():
@@ -168,7 +188,49 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if args.license_config:
         args.license_config = Path(args.license_config).resolve()
+    problem = _check_tls(args) or _check_audit_log(args)
+    if problem:
+        print(f"origin: {problem}", file=sys.stderr)
+        return 2
     return run_async(lambda: serve(args, state_dir))
+
+
+def _check_tls(args: argparse.Namespace) -> str | None:
+    """Set ``args.tls`` from ``--tls-cert``/``--tls-key`` after loading them once (so a
+    bad pair stops startup here, with a message); the problem, if any."""
+    args.tls = None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        return "--tls-cert and --tls-key go together"
+    if not args.tls_cert:
+        return None
+    files = TlsFiles(Path(args.tls_cert).resolve(), Path(args.tls_key).resolve())
+    try:
+        server_context(files)
+    except TlsConfigError as exc:
+        return str(exc)
+    warning = key_file_warning(files)
+    if warning:
+        log.warning("%s", warning)
+    args.tls = files
+    return None
+
+
+def _check_audit_log(args: argparse.Namespace) -> str | None:
+    """Resolve ``--audit-log`` and check the file can be opened (created 0600)."""
+    if not args.audit_log:
+        args.audit_log = None
+        return None
+    if args.license_url is not None:
+        return "--audit-log needs the co-hosted licence module (not --license-url): " \
+               "give it to `origin license serve` instead"
+    from origin.license.audit import open_audit_file
+
+    args.audit_log = Path(args.audit_log).resolve()
+    try:
+        os.close(open_audit_file(args.audit_log))
+    except OSError as exc:
+        return f"cannot open --audit-log {args.audit_log}: {exc.strerror or exc}"
+    return None
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -182,6 +244,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a number >= 0")
     return value
 
 
@@ -241,6 +310,23 @@ def build_parser() -> argparse.ArgumentParser:
                      "(created 0700); default: memory only")
     srv.add_argument("--cache-disk-bytes", type=_byte_size, default=DEFAULT_CACHE_DISK_BYTES,
                      help="disk budget of --cache-dir (default 4 GiB)")
+    srv.add_argument("--header-timeout", type=_non_negative, default=10.0,
+                     help="seconds a client may take to send a request head (from its "
+                     "first byte; from the connection's start for the first request); "
+                     "then the connection is closed (default 10; 0: no limit)")
+    srv.add_argument("--body-timeout", type=_non_negative, default=10.0,
+                     help="seconds a client may take to send a licence request body; "
+                     "then 408 and the connection is closed (default 10; 0: no limit)")
+    srv.add_argument("--license-rate", type=_non_negative, default=50.0,
+                     help="licence requests per second per client address, per serving "
+                     "process (token bucket; over it: 429 with Retry-After; default 50; "
+                     "0: no limit)")
+    srv.add_argument("--license-burst", type=_positive_int, default=100,
+                     help="licence requests a client may make at once before "
+                     "--license-rate applies (default 100)")
+    srv.add_argument("--trust-forwarded", action="store_true",
+                     help="the client address for --license-rate is the last "
+                     "X-Forwarded-For entry (set only behind a proxy/CDN that appends it)")
     srv.add_argument("--log-level", default="info")
     srv.add_argument("--workers", type=_positive_int, default=None,
                      help="serving processes on the one port (SO_REUSEPORT; default: one "
@@ -248,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--metrics-token", default="",
                      help="bearer token /metrics requires (else $ORIGIN_METRICS_TOKEN; "
                      "unset: /metrics is open — restrict it at the network edge)")
+    srv.add_argument("--tls-cert", default="",
+                     help="serve HTTPS with this PEM certificate chain (with --tls-key)")
+    srv.add_argument("--tls-key", default="",
+                     help="the PEM private key of --tls-cert (unencrypted; keep it 0600)")
+    srv.add_argument("--audit-log", default="",
+                     help="append the licence module's audit log of licence decisions "
+                     "(JSON lines) to this file (created 0600)")
     srv.set_defaults(func=_cmd_serve)
 
     wrk = sub.add_parser("worker", help="(internal) one worker of origin serve --workers N; "

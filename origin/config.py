@@ -51,6 +51,37 @@ class CacheSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """``--tls-cert`` / ``--tls-key``: a PEM certificate chain and its private key.
+
+    Paths only: ``origin.tls.server_context`` reads them, in each serving process."""
+
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """What one client may cost a serving process (``origin.worker``, the licence proxy
+    and ``origin.http.rate_limit``).
+
+    ``header_timeout``: seconds a request head may take, from its first byte (a new
+    connection's clock starts when it opens); ``body_timeout``: seconds a licence
+    request body may take; ``keepalive_timeout``: seconds an idle keep-alive connection
+    stays open.  ``license_rate`` requests/s with bursts of ``license_burst`` per client
+    address on ``/license/…`` (``license_rate`` 0: no limit); ``trust_forwarded``: the
+    client address is the last ``X-Forwarded-For`` entry, not the peer.
+    """
+
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    keepalive_timeout: float = 15.0
+    license_rate: float = 50.0
+    license_burst: int = 100
+    trust_forwarded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class OriginSettings:
     media_root: Path
     license: LicenseEndpoint
@@ -58,8 +89,13 @@ class OriginSettings:
     web_dir: Path = Path("web")  # the test player page and its npm packages
     public_url: str = ""  # base of absolute licence URLs; "" = the request's own host
     key_cache_ttl: float = 300.0
-    license_timeout: float = 10.0
+    # The origin's proxy waits for the licence module longer than the longest upstream or
+    # KSM time-out the licence module accepts (60 s: upstream.MAX_TIMEOUT_S,
+    # fairplay_routes.MAX_KSM_TIMEOUT_S), so a player gets its 504/503, not ours.
+    license_timeout: float = 65.0
     catalog_interval: float = 10.0
     catalog_min_rescan: float = 1.0
     max_license_body: int = 1 << 20
     cache: CacheSettings = CacheSettings()
+    limits: ClientLimits = ClientLimits()
+    tls: TlsFiles | None = None  # serve HTTPS with these files; None: plain HTTP

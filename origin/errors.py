@@ -80,3 +80,32 @@ class DependencyUnavailable(OriginError):
 
     status = 503
     reason = "dependency unavailable"
+
+
+class RequestTimeout(OriginError):
+    """The client did not send its request (body) in time (RFC 9110 §15.5.9)."""
+
+    status = 408
+    reason = "request timeout"
+
+
+class PayloadTooLarge(OriginError):
+    """A request body over the route's cap (RFC 9110 §15.5.14)."""
+
+    status = 413
+    reason = "request body too large"
+
+
+class TooManyRequests(OriginError):
+    """A client over its request rate (RFC 6585 §4); ``retry_after`` whole seconds."""
+
+    status = 429
+    reason = "too many requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after)}

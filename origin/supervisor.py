@@ -4,7 +4,10 @@ The child is ``python -m origin license serve`` on a Unix socket (mode 0600)
 inside the state directory; the internal token reaches it through its
 environment, never its command line (which ``ps`` shows).  Readiness is its
 ``/healthz`` answering; a child that exits is restarted with a capped
-exponential back-off, and key requests answer 503 meanwhile.
+exponential back-off, and key requests answer 503 meanwhile.  ``stop`` removes the
+socket, and the private directory holding it when it is not the state directory.
+With an audit log file, the child writes its decisions there (``--audit-log``,
+appended across restarts).
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ MAX_BACKOFF = 10.0
 
 class LicenseProcess:
     def __init__(self, *, socket_path: Path, state_dir: Path, kek_file: Path | None,
-                 token: str, license_config: Path | None = None) -> None:
+                 token: str, license_config: Path | None = None,
+                 audit_log: Path | None = None) -> None:
         self.socket_path = socket_path
         self._state_dir = state_dir
         self._kek_file = kek_file
         self._license_config = license_config
+        self._audit_log = audit_log
         self._token = token
         self._proc: asyncio.subprocess.Process | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -52,6 +57,8 @@ class LicenseProcess:
             cmd += ["--kek-file", str(self._kek_file)]
         if self._license_config is not None:
             cmd += ["--license-config", str(self._license_config)]
+        if self._audit_log is not None:
+            cmd += ["--audit-log", str(self._audit_log)]
         return cmd
 
     async def start(self) -> None:
@@ -120,3 +127,8 @@ class LicenseProcess:
                 await proc.wait()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
+        if self.socket_path.parent != self._state_dir:
+            # The private directory made for a socket whose path in the state directory
+            # would be too long (``origin.cli``): it goes with the socket (only if empty).
+            with contextlib.suppress(OSError):
+                self.socket_path.parent.rmdir()

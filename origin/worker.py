@@ -18,6 +18,12 @@ Rules:
 - ``PROMETHEUS_MULTIPROC_DIR`` is already in its environment when it starts (the
   parent sets it there), so prometheus_client is in multiprocess mode from its first
   import; ``build_app`` checks it (``origin.http.metrics.check_value_mode``).
+- HTTPS (``settings.tls``): each worker loads the certificate and key itself before
+  it serves (``origin.tls.server_context``: a short blocking read at startup; an
+  ``SSLContext`` cannot be pickled) and wraps its socket in it.
+- Its connections are guarded (``origin.http.guarded_server``): a request head must
+  arrive within ``--header-timeout`` seconds, an idle keep-alive connection closes
+  after ``keepalive_timeout`` (15 s).
 - SIGTERM/SIGINT, or the lifeline: stop accepting, finish in-flight responses (up to
   ``shutdown_timeout``: aiohttp's graceful shutdown), exit 0.
   CPU work never runs on the loop (the routes use the executor already).
@@ -40,6 +46,7 @@ from typing import TYPE_CHECKING
 
 from origin.config import OriginSettings
 from origin.errors import OriginError
+from origin.tls import TlsConfigError, server_context
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -93,11 +100,14 @@ async def run_app(app: web.Application, site_for: Callable[[web.AppRunner], web.
                   on_ready: Callable[[web.AppRunner], None]) -> None:
     """Serve ``app`` on the site ``site_for`` makes until ``stop`` is set, then stop
     accepting and finish in-flight responses (for up to ``shutdown_timeout`` seconds)."""
-    from aiohttp import web
-
     from origin.http.access_log import PathOnlyAccessLogger
+    from origin.http.app import SETTINGS
+    from origin.http.guarded_server import GuardedRunner
 
-    runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger, handle_signals=False,
+    limits = app[SETTINGS].limits
+    runner = GuardedRunner(app, head_timeout=limits.header_timeout,
+                           keepalive_timeout=limits.keepalive_timeout,
+                           access_log_class=PathOnlyAccessLogger, handle_signals=False,
                            shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
@@ -158,6 +168,11 @@ async def _watch_lifeline(fd: int, stop: asyncio.Event) -> None:
 
 async def run_worker(spec: WorkerSpec) -> int:
     """A worker's main: serve on a ``SO_REUSEPORT`` socket until SIGTERM/SIGINT/lifeline."""
+    try:  # HTTPS: each worker loads its own context (an SSLContext cannot be pickled)
+        tls = server_context(spec.settings.tls) if spec.settings.tls is not None else None
+    except TlsConfigError as exc:
+        log.error("worker %d cannot serve: %s", spec.index, exc)
+        return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -170,7 +185,7 @@ async def run_worker(spec: WorkerSpec) -> int:
 
     def site_for(runner: web.AppRunner) -> web.BaseSite:
         sock = bind_reuseport(spec.host, spec.port, listen=True)
-        return web.SockSite(runner, sock)
+        return web.SockSite(runner, sock, ssl_context=tls)
 
     def ready(runner: web.AppRunner) -> None:
         os.write(sys.stdout.fileno(), READY)

@@ -38,6 +38,8 @@ from origin.http.middleware import (
     preflight_middleware,
 )
 from origin.http.playback_routes import playback_context
+from origin.http.rate_limit import license_rate_limit
+from origin.http.request_shape import refuse_body_without_meaning
 from origin.http.segment_cache import segment_cache_ctx
 from origin.http.web_routes import WEB_DIR, player_page, web_file
 
@@ -71,10 +73,20 @@ async def _license_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def proxy_license(request: web.Request) -> web.StreamResponse:
+    """``/license/…`` to the licence module (``origin.http.license_proxy``)."""
+    return await _proxy(request, "license")
+
+
+async def proxy_admin(request: web.Request) -> web.StreamResponse:
+    """``/admin/…`` to the licence module's admin API (its own admin token guards it)."""
+    return await _proxy(request, "admin")
+
+
+async def _proxy(request: web.Request, root: str) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     return await proxy_license_request(
         request, request.app[LICENSE_SESSION], settings.license.base_url,
-        settings.max_license_body,
+        settings.max_license_body, root=root, body_timeout=settings.limits.body_timeout,
     )
 
 
@@ -95,8 +107,10 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 def build_app(settings: OriginSettings, metrics: MetricsConfig | None = None) -> web.Application:
     metrics = metrics if metrics is not None else MetricsConfig()
     check_value_mode(metrics)
+    rate_limit = license_rate_limit(settings.limits)
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, preflight_middleware],
+        middlewares=[metrics_middleware, error_middleware, refuse_body_without_meaning,
+                     *([rate_limit] if rate_limit is not None else []), preflight_middleware],
         client_max_size=settings.max_license_body,
     )
     app[SETTINGS] = settings
@@ -121,5 +135,5 @@ def build_app(settings: OriginSettings, metrics: MetricsConfig | None = None) ->
     app.router.add_get("/dash/{asset}/{scheme}/{tail:.+}", serve_dash)
     app.router.add_route("*", "/license/{tail:.*}", proxy_license)
     # The licence module's admin API (policies, key records): its own admin token guards it.
-    app.router.add_route("*", "/admin/{tail:.*}", proxy_license)
+    app.router.add_route("*", "/admin/{tail:.*}", proxy_admin)
     return app

@@ -1,7 +1,7 @@
 """``/hls/{asset}/{scheme}/…``: clear pass-through and on-request protection.
 
-- ``clear``: files go out through sendfile (``web.FileResponse``: Range, 304,
-  strong ETag).
+- ``clear``: files go out as they are (``web.FileResponse``: Range, 304, strong
+  ETag; a file changed under its download is cut short, ``origin.http.intact_file``).
 - encrypted schemes: playlists are rewritten with key signalling; media
   segments are read and encrypted in the default executor (the cipher
   releases the GIL inside OpenSSL), never on the event loop.
@@ -24,6 +24,7 @@ from origin.http.cache_headers import (
     manifest_cache_control,
 )
 from origin.http.catalog_service import CatalogService
+from origin.http.intact_file import IntactFileResponse
 from origin.http.key_client import KeyClient
 from origin.http.playback_query import PlaybackQuery, parse_playback_query
 from origin.http.ranges import respond_bytes
@@ -155,9 +156,11 @@ def public_base(request: web.Request) -> str:
 
 
 def serve_clear_file(file: MediaFile) -> web.FileResponse:
-    """A file as it is, through ``FileResponse`` (clear playlists carry no token)."""
+    """A file as it is, through ``FileResponse`` (clear playlists carry no token; Range
+    as ``origin.http.file_ranges`` says; whole or cut short, as ``origin.http.intact_file``
+    says)."""
     cache = MANIFEST_CACHE_CONTROL if file.kind is MediaKind.PLAYLIST else SEGMENT_CACHE_CONTROL
-    return web.FileResponse(
+    return IntactFileResponse(
         file.real_path,
         headers={"Content-Type": file.content_type, "Cache-Control": cache},
     )

@@ -1,10 +1,11 @@
 """The origin's client for content keys (DESIGN "Layers": the origin never opens the keystore).
 
 Keys come from the licence module's authenticated internal API and are
-cached per asset for a TTL.  Concurrent misses for one asset share a single
-request (single flight).  Any failure to reach the licence module, or an
-answer that is not a well-formed key, is ``DependencyUnavailable`` (503);
-the internal token and key bytes never appear in errors or logs.
+cached per asset for a TTL; each internal request may take ``INTERNAL_API_TIMEOUT``.
+Concurrent misses for one asset share a single request (single flight).  Any
+failure to reach the licence module, or an answer that is not a well-formed key,
+is ``DependencyUnavailable`` (503); the internal token and key bytes never appear
+in errors or logs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from origin.crypto.key import ContentKey
 from origin.errors import DependencyUnavailable, NotFound
 
 LICENSE_METRICS_TIMEOUT = 3.0  # seconds: a scrape must not hang on the licence module
+# Seconds a key or playback-info request may take.  The session's own time-out is the
+# licence proxy's, which outwaits upstream licence servers
+# (``OriginSettings.license_timeout``): a segment request must not wait that long for a key.
+INTERNAL_API_TIMEOUT = 10.0
 MAX_LICENSE_METRICS = 1 << 20
 
 
@@ -139,8 +144,9 @@ class KeyClient:
     async def _get_json(self, path: str) -> Any:
         url = f"{self._endpoint.base_url}{path}"
         headers = {"Authorization": f"Bearer {self._endpoint.token}"}
+        timeout = aiohttp.ClientTimeout(total=INTERNAL_API_TIMEOUT)
         try:
-            async with self._session.get(url, headers=headers) as resp:
+            async with self._session.get(url, headers=headers, timeout=timeout) as resp:
                 if resp.status == 400:
                     raise NotFound("unknown asset")
                 if resp.status != 200:

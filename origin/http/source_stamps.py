@@ -8,7 +8,13 @@ needs them.  Rules:
   a hit costs no thread hop, and a source changed in place is noticed within
   that time (the DASH skeleton cache keeps the same bound);
 - at most ``MAX_PATHS`` paths are remembered (least recently used dropped);
-- a file gone since the catalog scan is ``NotFound``, as reading it would be.
+- a file gone since the catalog scan is ``NotFound``, as reading it would be;
+- size and mtime are the whole validator, as for aiohttp's and nginx's static files:
+  a source replaced by a file of the same size whose mtime is set back (``os.utime``;
+  or rewritten within one kernel timestamp tick) keeps its stamp and so its ETag —
+  a cached protected body goes on being served (until evicted), and clear files go out
+  with the new bytes under the old ETag.  Replace media with a new mtime, or purge
+  and restart (``tests/test_faults.py`` pins this).
 One event loop owns a ``SourceStamps`` (no locks).
 """
 

@@ -13,7 +13,8 @@ Routes:
   The origin proxies ``/license/…`` only, so these are not reachable through it.
 - ``GET /internal/v1/metrics``: this module's Prometheus metrics (licence decisions by
   key system, result and reason; ``origin.license.metrics``), internal token required;
-  the origin appends them to its ``/metrics``.  ``authorize`` counts every decision.
+  the origin appends them to its ``/metrics``.  ``authorize`` records every decision
+  (counted and written to the ``origin.audit`` log: ``origin.license.audit``).
 - ``GET /healthz``.
 
 The keystore is opened in a ``cleanup_ctx`` and every call to it runs in the default
@@ -34,6 +35,7 @@ from aiohttp import hdrs, web
 from origin.crypto.key import ContentKey
 from origin.errors import Forbidden, NotFound, OriginError, Unauthorized
 from origin.license import clearkey
+from origin.license.audit import DecisionRecorder, Requester, describe_decision, requester_of
 from origin.license.authorization import Authorizer, TokenVerifierBox, presented_token
 from origin.license.keystore import Keystore, StoredKey
 from origin.license.kid import parse_kid_strict
@@ -57,6 +59,7 @@ POLICY_KEY = web.AppKey("license_policy", PolicyDecisionPoint)
 AUTHORIZER_KEY = web.AppKey("license_authorizer", Authorizer)
 VERIFIER_KEY = web.AppKey("license_token_verifier", TokenVerifierBox)
 METRICS_KEY = web.AppKey("license_metrics", LicenseMetrics)
+DECISIONS_KEY = web.AppKey("license_decisions", DecisionRecorder)
 
 NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
 
@@ -70,6 +73,7 @@ def build_license_app(
     app[POLICY_KEY] = policy if policy is not None else PolicyDecisionPoint()
     app[VERIFIER_KEY] = TokenVerifierBox()
     app[METRICS_KEY] = LicenseMetrics()
+    app[DECISIONS_KEY] = DecisionRecorder(app[METRICS_KEY])
     app.cleanup_ctx.append(_keystore_context)
     app.router.add_get("/license/aes128/{kid}", aes128_key)
     app.router.add_post("/license/clearkey", clearkey_license)
@@ -240,19 +244,41 @@ def player_token(request: web.Request) -> str | None:
 async def authorize(request: web.Request, key_requests: list[KeyRequest]) -> Decision:
     """Run the ``Authorizer`` (in the executor); raises 401/403/503, else the decision.
 
-    Every decision is counted (``origin.license.metrics``) with its short fixed reason.
+    Every decision is recorded once, in the same executor job (``DecisionRecorder``):
+    counted (``origin.license.metrics``) and written to the audit log
+    (``origin.license.audit``) with its short fixed reason, before the response leaves.
     """
-    metrics = request.app[METRICS_KEY]
-    key_system = key_requests[0].key_system.value if key_requests else "none"
+    return await run_blocking(
+        _decide_and_record,
+        request.app[AUTHORIZER_KEY],
+        request.app[DECISIONS_KEY],
+        key_requests,
+        requester_of(request),
+    )
+
+
+def _decide_and_record(authorizer: Authorizer, recorder: DecisionRecorder,
+                       key_requests: list[KeyRequest], requester: Requester) -> Decision:
+    """Decide and record the decision (blocking: SQLite, the audit file)."""
     try:
-        decision = await run_blocking(request.app[AUTHORIZER_KEY].authorize, key_requests)
-    except (Unauthorized, Forbidden) as exc:
-        metrics.count_decision(key_system, DecisionResult.REFUSED, exc.detail)
-        raise
+        verdict = authorizer.settle(key_requests)
     except OriginError as exc:
-        metrics.count_decision(key_system, DecisionResult.ERROR, exc.detail)
+        recorder.record(describe_decision(key_requests, requester, DecisionResult.ERROR,
+                                          exc.detail, None))
         raise
-    metrics.count_decision(key_system, DecisionResult.GRANTED, decision.reason)
+    except Exception:
+        recorder.record(describe_decision(key_requests, requester, DecisionResult.ERROR,
+                                          OriginError.reason, None))
+        raise
+    if verdict.refusal is not None:
+        refused = isinstance(verdict.refusal, (Unauthorized, Forbidden))
+        result = DecisionResult.REFUSED if refused else DecisionResult.ERROR
+        recorder.record(describe_decision(key_requests, requester, result,
+                                          verdict.refusal.detail, verdict.token))
+        raise verdict.refusal
+    decision = verdict.outcome()
+    recorder.record(describe_decision(key_requests, requester, DecisionResult.GRANTED,
+                                      decision.reason, verdict.token))
     return decision
 
 

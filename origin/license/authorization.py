@@ -16,7 +16,11 @@ Rules:
   else the ``token`` query parameter, else the Kaltura SDK's ``ks`` query
   parameter, else the ``user_token`` inside its base64 JSON ``custom_data``.
 
-``authorize`` blocks (SQLite) and runs in the executor.
+- ``settle`` is ``authorize`` without the raise: it returns a ``Verdict`` (the
+  decision or the refusal, and the token that verified), so the caller can record
+  who was refused and why (``origin.license.audit``) before raising.
+
+``authorize`` and ``settle`` block (SQLite) and run in the executor.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import base64
 import binascii
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from origin.errors import DependencyUnavailable, Forbidden, Unauthorized
+from origin.errors import DependencyUnavailable, Forbidden, OriginError, Unauthorized
 from origin.license.keystore import Keystore
 from origin.license.policy import (
     ContentKeyPolicy,
@@ -63,6 +68,25 @@ class TokenVerifierBox:
         return self.verifier is not None
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What ``Authorizer.settle`` found: the decision, or the refusal to raise for it
+    (``Unauthorized``/``Forbidden``, or ``DependencyUnavailable`` when it could not
+    decide), and the token, when one verified."""
+
+    decision: Decision | None
+    refusal: OriginError | None = None
+    token: VerifiedToken | None = None
+
+    def outcome(self) -> Decision:
+        """The decision, or raise the refusal."""
+        if self.refusal is not None:
+            raise self.refusal
+        if self.decision is None:
+            raise Forbidden("no decision")
+        return self.decision
+
+
 class Authorizer:
     """Decides licence requests against stored policies.  Blocking; thread-safe."""
 
@@ -87,13 +111,29 @@ class Authorizer:
 
         Returns the (combined) decision: the shortest durations of the policies met.
         """
+        return self.settle(requests).outcome()
+
+    def settle(self, requests: Sequence[KeyRequest]) -> Verdict:
+        """Decide like ``authorize``, but hand the refusal back instead of raising it,
+        with the token that verified (for the audit log).  Other errors (the keystore)
+        still raise."""
         if not requests:
-            raise Forbidden("no key requested")
+            return Verdict(None, Forbidden("no key requested"))
         now = self._clock()
         policies = {r.asset: self._keystore.policy(r.asset) for r in requests}
         verified: VerifiedToken | None = None
         if any(p.restriction is Restriction.TOKEN for p in policies.values()):
-            verified = self._verify(requests[0].token, now)
+            try:
+                verified = self._verify(requests[0].token, now)
+            except (Unauthorized, DependencyUnavailable) as exc:
+                return Verdict(None, exc)
+        try:
+            return Verdict(self._decide(requests, policies, verified, now), None, verified)
+        except Forbidden as exc:
+            return Verdict(None, exc, verified)
+
+    def _decide(self, requests: Sequence[KeyRequest], policies: Mapping[str, ContentKeyPolicy],
+                verified: VerifiedToken | None, now: float) -> Decision:
         decisions = []
         for request in requests:
             entitlement = verified.entitlement if verified is not None else None

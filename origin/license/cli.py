@@ -5,17 +5,21 @@ the parsed arguments and returns an exit status.  Key bytes are never printed:
 ``keys`` commands show key ids (UUID form), assets, creation times and state.
 ``keys backup`` works while the licence module runs; ``keys restore`` refuses while
 it runs, and never creates a KEK (it needs the one the backup was made with).
+``license serve --audit-log FILE`` also appends the audit log of licence decisions
+to FILE (``origin.license.audit``).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from origin.errors import OriginError
+from origin.license.audit import attach_audit_file, detach_audit_file
 from origin.license.keystore import KeyRecord, Keystore, KeystoreError
 from origin.license.kid import parse_kid_strict
 from origin.license.restore import RestoreNotFlushed, restore_keystore
@@ -79,6 +83,13 @@ def add_license_commands(
         default=None,
         help="licence configuration file (TOML: [token], [fairplay], [widevine], [playready]);"
         " default <state-dir>/license.toml if it exists",
+    )
+    serve.add_argument(
+        "--audit-log",
+        type=Path,
+        default=None,
+        help="also append the audit log of licence decisions (JSON lines) to this file"
+        " (created 0600)",
     )
     serve.set_defaults(func=serve_license)
 
@@ -146,10 +157,16 @@ def serve_license(args: argparse.Namespace) -> int:
         config=config,
         config_dir=(config_path.parent if config_path is not None else state_dir).resolve(),
     )
+    audit_file: logging.Handler | None = None
     try:
+        if args.audit_log is not None:
+            audit_file = attach_audit_file(args.audit_log)
         run_license_server(settings, host=args.host, port=args.port, unix_path=args.socket)
     except (KeystoreError, OSError, ValueError) as exc:
         return _fail(str(exc))
+    finally:
+        if audit_file is not None:
+            detach_audit_file(audit_file)
     return 0
 
 

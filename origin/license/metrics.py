@@ -11,6 +11,9 @@ Rules:
   of the decision or of the typed refusal (``"a token is required"``, ``"token
   expired"``, ``"open policy"`` …) — never a token, a key, a key id or a query —
   cut to ``MAX_REASON`` characters.
+- ``count_decision`` has one caller, ``origin.license.audit.DecisionRecorder.record``,
+  which writes the decision's audit line with it: the counter and the audit log never
+  disagree.
 """
 
 from __future__ import annotations

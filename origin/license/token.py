@@ -23,7 +23,8 @@ Rules (RFC 7519 JWT, RFC 7515 JWS, RFC 7517 JWK, RFC 8725 JWT best practices):
   ``urn:microsoft:azure:mediaservices:contentkeyidentifier`` (a key id GUID);
   at least one of them must be present.  ``offline`` (bool) is the offline
   entitlement, ``max_uses`` (positive int) the replay limit, ``jti`` the
-  token's id for the replay counter.
+  token's id for the replay counter.  ``sub`` (a string up to 256 characters) is
+  kept as ``VerifiedToken.subject`` for the audit log only; it grants nothing.
 - Every failure is ``TokenRejected`` with a short reason naming the failure
   class; a reason never contains the token, a claim value or a key.
 """
@@ -54,6 +55,7 @@ DEFAULT_LEEWAY_S = 30
 MAX_LEEWAY_S = 300
 MAX_JTI_CHARS = 256
 MAX_ASSET_CHARS = 128
+MAX_SUBJECT_CHARS = 256
 AZURE_KID_CLAIM = "urn:microsoft:azure:mediaservices:contentkeyidentifier"
 # NumericDate values beyond this are not dates (RFC 7519 §2); 2^53 keeps floats exact.
 _MAX_NUMERIC_DATE = 2**53
@@ -80,6 +82,7 @@ class VerifiedToken:
     expires_at: int  # exp, seconds since the epoch
     entitlement: Entitlement
     max_uses: int | None
+    subject: str | None = None  # the sub claim, for the audit log (never used to decide)
 
 
 class TokenAlgorithm(enum.Enum):
@@ -387,7 +390,16 @@ class JwtVerifier:
             expires_at=math.floor(exp),
             entitlement=_entitlement(claims),
             max_uses=_max_uses(claims.get("max_uses")),
+            subject=_subject(claims.get("sub")),
         )
+
+
+def _subject(value: object) -> str | None:
+    """The ``sub`` claim when it is a string of sensible length, else ``None`` (it only
+    names the caller in the audit log; it grants nothing)."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_SUBJECT_CHARS:
+        return value
+    return None
 
 
 def _claims_object(payload: bytes) -> dict[str, Any]:

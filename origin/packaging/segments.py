@@ -81,16 +81,22 @@ def rendition_iv(key: ContentKey, folder: str) -> bytes:
 
 
 def read_source(file: MediaFile) -> tuple[bytes, os.stat_result]:
-    """Read a whole source file (blocking); NotFound if it vanished since the scan."""
+    """Read a whole source file (blocking); NotFound if it vanished since the scan.
+
+    The bytes are those of the stamp returned: a file whose size or mtime is not the
+    same after the read as before it changed while being read (cut, or rewritten in
+    place) and is ``MalformedMedia``, never a body under another version's ETag."""
     try:
         with open(file.real_path, "rb") as fh:
             before = os.fstat(fh.fileno())
             if before.st_size > MAX_SEGMENT_BYTES:
                 raise MalformedMedia("segment too large")
             data = fh.read(before.st_size + 1)
+            after = os.fstat(fh.fileno())
     except FileNotFoundError:
         raise NotFound("no such file in asset") from None
-    if len(data) != before.st_size:
+    if len(data) != before.st_size or (after.st_size, after.st_mtime_ns) != (
+            before.st_size, before.st_mtime_ns):
         raise MalformedMedia("segment changed while being read")
     return data, before
 
