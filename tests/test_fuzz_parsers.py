@@ -213,3 +213,39 @@ def test_typed_errors_are_origin_errors_or_documented() -> None:
     for _, target in TARGETS:
         for error in target.typed:
             assert issubclass(error, OriginError) or error.__name__ in documented, error
+
+
+# --- regressions of the ten-minute atheris runs (2026-11-23) --------------------------------
+
+HUGE = "9" * 6400  # over int()'s 4,300-digit limit: int() raised ValueError, a 500
+
+
+@pytest.mark.parametrize("value", [HUGE, "²", "٣", "", "1e3", "-1", "1" * 19])
+def test_mpd_bandwidth_that_is_no_decimal_is_malformed_media(value: str) -> None:
+    from origin.errors import BadRequest, MalformedMedia
+    from origin.packaging.dash import filter_mpd, parse_mpd
+    from origin.packaging.playback_filter import parse_playback_filter
+
+    mpd = (
+        '<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static">'
+        '<Period><AdaptationSet contentType="video" mimeType="video/mp4">'
+        f'<Representation id="v" bandwidth="{value}"/></AdaptationSet></Period></MPD>'
+    ).encode()
+    with pytest.raises((MalformedMedia, BadRequest)):
+        filter_mpd(parse_mpd(mpd), parse_playback_filter({"max_bitrate": "5000000"}))
+
+
+@pytest.mark.parametrize("value", [HUGE, "²", "٣", "1" * 19])
+def test_hls_bandwidth_and_version_that_are_no_decimal_are_malformed_media(value: str) -> None:
+    from origin.errors import MalformedMedia
+    from origin.packaging.hls import (
+        parse_multivariant_playlist,
+        rewrite_media_playlist,
+    )
+
+    variant = f"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH={value}\nv/index.m3u8\n"
+    with pytest.raises(MalformedMedia):
+        parse_multivariant_playlist(variant, "master.m3u8")
+    media = f"#EXTM3U\n#EXT-X-VERSION:{value}\n#EXTINF:2,\ns.ts\n#EXT-X-ENDLIST\n"
+    with pytest.raises(MalformedMedia):
+        rewrite_media_playlist(media, playlist_path="v/index.m3u8", keys=[], iv_for=None)

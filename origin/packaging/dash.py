@@ -70,6 +70,7 @@ from origin.packaging.hls import (
     MediaRendition,
     VariantStream,
     decode_playlist,
+    parse_decimal,
     parse_media_playlist,
     parse_multivariant_playlist,
 )
@@ -737,8 +738,8 @@ def _representation(adaptation: ET.Element, rep: _Representation, origin: Fracti
 
 
 def _channels(text: str | None) -> int:
-    head = (text or "").split("/", 1)[0]
-    return int(head) if head.isdigit() and int(head) < 256 else 0
+    head = parse_decimal((text or "").split("/", 1)[0])
+    return head if head is not None and head < 256 else 0
 
 
 # --- the cache and the entry point ------------------------------------------------------------
@@ -897,10 +898,10 @@ def _remove_element(parent: ET.Element, element: ET.Element) -> None:
 
 
 def _bandwidth_of(representation: ET.Element) -> int:
-    value = representation.get("bandwidth", "")
-    if not (value.isascii() and value.isdigit()):
+    value = parse_decimal(representation.get("bandwidth", ""))
+    if value is None:
         raise MalformedMedia("Representation without a valid bandwidth")
-    return int(value)
+    return value
 
 
 def _language_of(adaptation_set: ET.Element, ns: str) -> str | None:

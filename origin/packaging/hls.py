@@ -86,6 +86,17 @@ class KeyTag:
         return f"#{tag}:" + ",".join(attrs)
 
 
+_DECIMAL = re.compile(r"[0-9]{1,18}")
+
+
+def parse_decimal(text: str) -> int | None:
+    """A decimal-integer attribute (§4.2): ASCII digits only, at most 18 of them, else None.
+
+    ``str.isdigit`` also accepts other scripts' digits and superscripts, which ``int``
+    may refuse, and ``int`` refuses over 4,300 digits: both would escape as ValueError."""
+    return int(text) if _DECIMAL.fullmatch(text) else None
+
+
 def parse_attributes(text: str) -> dict[str, str]:
     """Parse an attribute list (§4.2); quoted values are returned without quotes."""
     return {name: value.strip('"') for name, value in _ATTRIBUTE.findall(text)}
@@ -219,7 +230,7 @@ def _set_version(lines: list[str], need: int) -> list[str]:
     for i, line in enumerate(lines):
         if line.strip().startswith("#EXT-X-VERSION:"):
             value = line.strip()[len("#EXT-X-VERSION:"):]
-            if not value.isdigit():
+            if parse_decimal(value) is None:
                 raise MalformedMedia("bad EXT-X-VERSION")
             if int(value) < need:
                 lines[i] = f"#EXT-X-VERSION:{need}"
@@ -311,7 +322,7 @@ def parse_multivariant_playlist(text: str, playlist_path: str) -> MultivariantIn
 
 def _variant(attrs: dict[str, str], path: str) -> VariantStream:
     bandwidth = attrs.get("BANDWIDTH", "")
-    if not bandwidth.isdigit():
+    if parse_decimal(bandwidth) is None:
         raise MalformedMedia("EXT-X-STREAM-INF without a valid BANDWIDTH")
     match = _RESOLUTION.fullmatch(attrs.get("RESOLUTION", ""))
     resolution = (int(match.group(1)), int(match.group(2))) if match else None
@@ -447,10 +458,10 @@ def _codecs(attrs: Mapping[str, str]) -> list[str]:
 
 
 def _bandwidth(attrs: Mapping[str, str], tag: str) -> int:
-    value = attrs.get("BANDWIDTH", "")
-    if not (value.isascii() and value.isdigit()):
+    value = parse_decimal(attrs.get("BANDWIDTH", ""))
+    if value is None:
         raise MalformedMedia(f"{tag} without a valid BANDWIDTH")
-    return int(value)
+    return value
 
 
 def _asset_path(playlist_path: str, uri: str) -> str:
