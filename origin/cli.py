@@ -86,7 +86,7 @@ async def serve(args: argparse.Namespace, state_dir: Path) -> int:
                                     kek_file=Path(args.kek_file) if args.kek_file else None,
                                     token=token,
                                     license_config=args.license_config,
-                                    audit_log=args.audit_log)
+                                    audit_log=args.audit_log, log_level=args.log_level)
         await supervisor.start()
         endpoint = LicenseEndpoint("http://license", token, str(supervisor.socket_path))
     else:

@@ -32,12 +32,13 @@ MAX_BACKOFF = 10.0
 class LicenseProcess:
     def __init__(self, *, socket_path: Path, state_dir: Path, kek_file: Path | None,
                  token: str, license_config: Path | None = None,
-                 audit_log: Path | None = None) -> None:
+                 audit_log: Path | None = None, log_level: str = "info") -> None:
         self.socket_path = socket_path
         self._state_dir = state_dir
         self._kek_file = kek_file
         self._license_config = license_config
         self._audit_log = audit_log
+        self._log_level = log_level
         self._token = token
         self._proc: asyncio.subprocess.Process | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -51,7 +52,7 @@ class LicenseProcess:
         return self._proc.pid if self._proc is not None else None
 
     def _command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "origin", "license", "serve",
+        cmd = [sys.executable, "-m", "origin", "license", "serve", "--log-level", self._log_level,
                "--socket", str(self.socket_path), "--state-dir", str(self._state_dir)]
         if self._kek_file is not None:
             cmd += ["--kek-file", str(self._kek_file)]

@@ -74,6 +74,7 @@ def add_license_commands(
         help="run the licence module alone (needs $ORIGIN_LICENSE_TOKEN)",
     )
     serve.add_argument("--host", default=None, help="TCP host (default 127.0.0.1)")
+    serve.add_argument("--log-level", default="info", help="Python logging level (default info)")
     listen = serve.add_mutually_exclusive_group()
     listen.add_argument("--port", type=int, default=None, help="TCP port (default 8081)")
     listen.add_argument("--socket", default=None, help="listen on this Unix socket (mode 0600)")
