@@ -45,7 +45,6 @@ import json
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -62,9 +61,16 @@ from origin.http.source_stamps import REVALIDATE_SECONDS
 from origin.license.fairplay_routes import MAX_KSM_TIMEOUT_S
 from origin.license.upstream import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S
 from tests.conftest import RunningOrigin, child_pids, start_origin
-from tests.test_license_upstream import playready_challenge, widevine_pssh_request, wrmheader
-from tests.test_workers import gone, read_throttled, refuses_connections
+from tests.tools.challenges import playready_challenge, widevine_pssh_request, wrmheader
+from tests.tools.downloads import clear_download, read_throttled
 from tests.tools.fairplay import make_credentials
+from tests.tools.processes import (
+    cmdline,
+    gone,
+    licence_pids,
+    refuses_connections,
+    wait_until,
+)
 
 DEADLINE = 30.0
 FAIL_FAST = 1.0  # seconds a key or licence request may take while the licence module is down
@@ -93,31 +99,6 @@ async def fetch(session: aiohttp.ClientSession, url: str, method: str = "GET",
     async with session.request(method, url, data=data, headers=headers) as resp:
         body = await resp.read()
         return Answer(resp.status, resp.headers.get("ETag"), body, time.monotonic() - started)
-
-
-async def wait_until(check: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while not check():
-        assert time.monotonic() < end, f"timed out waiting until {what}"
-        await asyncio.sleep(0.02)
-
-
-def cmdline(pid: int) -> list[bytes]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (FileNotFoundError, ProcessLookupError):
-        return []
-
-
-def licence_pids(server: RunningOrigin) -> set[int]:
-    """The server's live children running ``origin license serve`` (workers run ``worker``)."""
-    found = set()
-    for pid in child_pids(server.proc.pid):
-        args = cmdline(pid)
-        if b"license" in args and args[args.index(b"license") + 1:][:1] == [b"serve"] \
-                and not gone(pid):
-            found.add(pid)
-    return found
 
 
 def replace_file(path: Path, data: bytes) -> None:
@@ -634,8 +615,7 @@ async def test_replacement_with_the_same_size_and_a_forged_mtime(media_copy: Pat
 
 BIG_BYTES = 32 << 20
 BIG_REL = "ts-360p/big.ts"
-CLIENT_RCVBUF = 16 << 10
-CHUNK = 16 << 10
+BIG_URL = f"/hls/demo/clear/{BIG_REL}"
 SLOW_PREFIX = 1 << 20
 READ_TIMEOUT = 10.0  # a read that waits this long means the server left the connection hanging
 
@@ -646,31 +626,6 @@ def big_media(media_copy: Path) -> tuple[Path, bytes]:
     data = os.urandom(BIG_BYTES)
     media_file(media_copy, BIG_REL).write_bytes(data)
     return media_copy, data
-
-
-@contextlib.asynccontextmanager
-async def keep_alive_download(port: int, rel: str) -> AsyncIterator[
-        tuple[asyncio.StreamReader, int]]:
-    """GET a clear file on a keep-alive connection with a small receive buffer; the body
-    reader (headers consumed) and the announced length."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CLIENT_RCVBUF)
-    sock.connect(("127.0.0.1", port))
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock, limit=CHUNK)
-    try:
-        writer.write(f"GET /hls/demo/clear/{rel} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-        await writer.drain()
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
-        assert head.startswith(b"HTTP/1.1 200"), head
-        assert b"connection: close" not in head.lower()  # keep-alive: only the length ends it
-        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
-        yield reader, length
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
 
 
 async def read_to_close(reader: asyncio.StreamReader, limit: int) -> bytes:
@@ -709,7 +664,7 @@ async def test_clear_file_changed_during_a_download(big_media: tuple[Path, bytes
     path = media_file(media, BIG_REL)
     server = start_origin(media, tmp_path / "state")
     try:
-        async with keep_alive_download(server.port, BIG_REL) as (reader, length):
+        async with clear_download(server.port, BIG_URL, keep_alive=True) as (reader, length):
             assert length == BIG_BYTES
             digest = hashlib.sha256()
             got = await read_throttled(reader, digest, SLOW_PREFIX)
@@ -871,7 +826,7 @@ async def test_sigterm_finishes_downloads_and_leaves_nothing_behind(
         assert stat.S_ISSOCK(sock.stat().st_mode)  # what must go is there now
         assert (sock.parent == state) is (workers > 1)
         assert bool(list(state.glob("metrics-*"))) is (workers > 1)
-        async with keep_alive_download(server.port, BIG_REL) as (reader, length):
+        async with clear_download(server.port, BIG_URL, keep_alive=True) as (reader, length):
             digest = hashlib.sha256()
             got = await read_throttled(reader, digest, SLOW_PREFIX)
             server.proc.send_signal(signal.SIGTERM)

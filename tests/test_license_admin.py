@@ -32,7 +32,7 @@ from origin.license.token import (
     TokenRejected,
     parse_token_settings,
 )
-from tests.tools.licence import AUTH, TOKEN, running_licence_app
+from tests.tools.licence import AUTH, TOKEN, fetch_asset_key, running_licence_app
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "admin-token-" + os.urandom(12).hex()
@@ -60,11 +60,7 @@ class Api:
             return resp.status, json.loads(text), resp.headers
 
     async def content_key(self, asset: str) -> ContentKey:
-        async with self.session.get(f"{self.url}/internal/v1/assets/{asset}/key",
-                                    headers=AUTH) as resp:
-            assert resp.status == 200
-            body = await resp.json()
-        return ContentKey(bytes.fromhex(body["kid"]), bytes.fromhex(body["key"]))
+        return await fetch_asset_key(self.session, self.url, asset)
 
 
 @pytest.fixture

@@ -21,17 +21,18 @@ from aiohttp import web
 from origin.license.app import build_license_app
 from origin.license.cli import add_license_commands
 from origin.license.keystore import Keystore, KeystoreError
-from origin.license.policy import (
-    DEFAULT_POLICY,
-    ContentKeyPolicy,
-    Decision,
-    Entitlement,
-    KeyRequest,
-    PolicyDecisionPoint,
-)
+from origin.license.policy import PolicyDecisionPoint
 from origin.license.server import start_license_site
 from origin.license.settings import LicenseSettings
-from tests.tools.licence import AUTH, TOKEN, running_licence_app
+from tests.tools.licence import (
+    AUTH,
+    TOKEN,
+    BrokenPolicy,
+    DenyingPolicy,
+    RecordingPolicy,
+    fetch_asset_key,
+    running_licence_app,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,12 +44,8 @@ class Server:
     settings: LicenseSettings
 
     async def asset_key(self, asset: str = "movie") -> tuple[str, str]:
-        async with self.session.get(
-            f"{self.url}/internal/v1/assets/{asset}/key", headers=AUTH
-        ) as resp:
-            assert resp.status == 200
-            body = await resp.json()
-        return body["kid"], body["key"]
+        key = await fetch_asset_key(self.session, self.url, asset)
+        return key.kid_hex, key.key.hex()
 
 
 @pytest.fixture
@@ -196,6 +193,20 @@ async def test_internal_api_requires_the_token(server: Server, headers: dict[str
         assert store.records("new-asset") == []
 
 
+async def test_internal_api_refusal_is_pinned(server: Server) -> None:
+    """The whole 401 of the internal API (``origin.license.bearer.require_bearer``): its
+    realm, no-store, a JSON body; the same request with the token is the control."""
+    for path in ("/internal/v1/assets/movie/key", "/internal/v1/metrics"):
+        async with server.session.get(server.url + path) as resp:
+            assert resp.status == 401
+            assert resp.headers["WWW-Authenticate"] == 'Bearer realm="origin-license"'
+            assert resp.headers["Cache-Control"] == "no-store"
+            assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+            assert await resp.text() == '{"error": "unauthorized"}'
+        async with server.session.get(server.url + path, headers=AUTH) as resp:
+            assert resp.status == 200
+
+
 async def test_internal_token_in_query_does_not_authenticate(server: Server) -> None:
     async with server.session.get(
         f"{server.url}/internal/v1/assets/movie/key", params={"token": TOKEN}
@@ -204,28 +215,6 @@ async def test_internal_token_in_query_does_not_authenticate(server: Server) -> 
 
 
 # --- policy -----------------------------------------------------------------------------------
-
-
-class DenyingPolicy(PolicyDecisionPoint):
-    def decide(self, request: KeyRequest, policy: ContentKeyPolicy = DEFAULT_POLICY,
-               entitlement: Entitlement | None = None) -> Decision:
-        return Decision(allowed=False, reason="token required")
-
-
-class RecordingPolicy(PolicyDecisionPoint):
-    def __init__(self) -> None:
-        self.requests: list[KeyRequest] = []
-
-    def decide(self, request: KeyRequest, policy: ContentKeyPolicy = DEFAULT_POLICY,
-               entitlement: Entitlement | None = None) -> Decision:
-        self.requests.append(request)
-        return super().decide(request, policy, entitlement)
-
-
-class BrokenPolicy(PolicyDecisionPoint):
-    def decide(self, request: KeyRequest, policy: ContentKeyPolicy = DEFAULT_POLICY,
-               entitlement: Entitlement | None = None) -> Decision:
-        raise RuntimeError(f"bug while holding token {request.token}")
 
 
 @pytest.mark.parametrize("policy", [DenyingPolicy()])

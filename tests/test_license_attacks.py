@@ -26,16 +26,11 @@ from origin.crypto.key import ContentKey
 from origin.license.keystore import Keystore
 from origin.license.policy import ContentKeyPolicy, Restriction
 from origin.license.settings import LicenseSettings
-from tests.test_license_upstream import (
-    FakeUpstream,
-    Licence,
-    licence_app,
-    playready_challenge,
-    widevine_pssh_request,
-    wrmheader,
-)
+from tests.tools.challenges import playready_challenge, widevine_pssh_request, wrmheader
 from tests.tools.fairplay import FakeKsm, make_credentials
+from tests.tools.licence import Licence, licence_app
 from tests.tools.loopback import serve_app
+from tests.tools.upstream import FakeUpstream
 
 SECRET = "attack-matrix-hs256-secret-0123456789abcdef"
 ISSUER, AUDIENCE = "https://issuer.test", "origin"

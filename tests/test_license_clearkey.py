@@ -47,7 +47,12 @@ from origin.license.policy import (
 )
 from origin.license.settings import LicenseSettings
 from tests.conftest import RunningOrigin
-from tests.tools.licence import AUTH, running_licence_app
+from tests.tools.licence import (
+    DenyingPolicy,
+    LicenceClient,
+    RecordingPolicy,
+    running_licence_app,
+)
 
 CLEARKEY = "/license/clearkey"
 
@@ -71,18 +76,7 @@ def request_body(*kids: str, type_: str | None = None) -> bytes:
 
 
 @dataclass
-class Server:
-    url: str
-    session: aiohttp.ClientSession
-
-    async def asset_key(self, asset: str = "movie") -> ContentKey:
-        async with self.session.get(
-            f"{self.url}/internal/v1/assets/{asset}/key", headers=AUTH
-        ) as resp:
-            assert resp.status == 200
-            body = await resp.json()
-        return ContentKey(kid=bytes.fromhex(body["kid"]), key=bytes.fromhex(body["key"]))
-
+class Server(LicenceClient):
     async def post(
         self,
         body: bytes,
@@ -297,12 +291,6 @@ async def test_other_methods_are_405(server: Server) -> None:
 # --- policy -----------------------------------------------------------------------------------
 
 
-class DenyingPolicy(PolicyDecisionPoint):
-    def decide(self, request: KeyRequest, policy: ContentKeyPolicy = DEFAULT_POLICY,
-               entitlement: Entitlement | None = None) -> Decision:
-        return Decision(allowed=False, reason="token required")
-
-
 class DenyAssetPolicy(PolicyDecisionPoint):
     """Refuses one asset only: a request naming it must fail as a whole."""
 
@@ -310,16 +298,6 @@ class DenyAssetPolicy(PolicyDecisionPoint):
                entitlement: Entitlement | None = None) -> Decision:
         if request.asset == "trailer":
             return Decision(allowed=False, reason="not entitled")
-        return super().decide(request, policy, entitlement)
-
-
-class RecordingPolicy(PolicyDecisionPoint):
-    def __init__(self) -> None:
-        self.requests: list[KeyRequest] = []
-
-    def decide(self, request: KeyRequest, policy: ContentKeyPolicy = DEFAULT_POLICY,
-               entitlement: Entitlement | None = None) -> Decision:
-        self.requests.append(request)
         return super().decide(request, policy, entitlement)
 
 

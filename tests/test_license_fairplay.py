@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ from tests.tools.fairplay import (
     make_credentials,
     open_test_ckc,
 )
-from tests.tools.licence import AUTH, running_licence_app
+from tests.tools.licence import LicenceClient, running_licence_app
 from tests.tools.loopback import serve_app
 
 FAIRPLAY = "/license/fairplay"
@@ -105,18 +106,8 @@ def assert_no_secret(text: str, *keys: ContentKey) -> None:
 
 
 @dataclass
-class Env:
-    url: str
-    session: aiohttp.ClientSession
+class Env(LicenceClient):
     fake: FakeKsm | None = None
-
-    async def asset_key(self, asset: str = "movie") -> ContentKey:
-        async with self.session.get(
-            f"{self.url}/internal/v1/assets/{asset}/key", headers=AUTH
-        ) as resp:
-            assert resp.status == 200
-            body = await resp.json()
-        return ContentKey(kid=bytes.fromhex(body["kid"]), key=bytes.fromhex(body["key"]))
 
     async def post(
         self,
@@ -168,6 +159,17 @@ async def external_env(
                 yield Env(url=url, session=session, fake=fake)
         finally:
             fake.release.set()
+
+
+ExternalEnv = Callable[..., contextlib.AbstractAsyncContextManager[Env]]
+
+
+@pytest.fixture
+def external(settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path,
+             creds: Credentials, monkeypatch: pytest.MonkeyPatch) -> ExternalEnv:
+    """``external_env`` bound to the test's settings, policy, folder, credentials and
+    environment; keywords (``mode``, ``timeout_s``, ``ksm_url``) pass through."""
+    return functools.partial(external_env, settings, tmp_path, creds, monkeypatch, policy)
 
 
 @contextlib.asynccontextmanager
@@ -322,10 +324,9 @@ def read_answer(form: RequestForm, body: bytes, headers: dict[str, str]) -> byte
 
 @pytest.mark.parametrize("form", FORMS, ids=[f.name for f in FORMS])
 async def test_request_forms_round_trip_through_the_external_ksm(
-    settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path, creds: Credentials,
-    monkeypatch: pytest.MonkeyPatch, caplog_all: pytest.LogCaptureFixture, form: Form,
+    external: ExternalEnv, caplog_all: pytest.LogCaptureFixture, form: Form,
 ) -> None:
-    async with external_env(settings, tmp_path, creds, monkeypatch, policy) as env:
+    async with external() as env:
         assert env.fake is not None
         key = await env.asset_key("movie")
         spc = SPC + b"+/+/>>??"  # base64 of this holds '+' and '/'
@@ -363,11 +364,8 @@ async def test_request_forms_round_trip_through_the_external_ksm(
     ["{hex}", "{HEX}", "{uuid}", "skd://{hex}", "skd://{uuid}", "SKD://{hex}", "skd:{hex}",
      "skd://{hex}/", "skd://{hex}?token=abc", "skd://keys.example/x?KeyId={uuid}"],
 )
-async def test_content_id_spellings(
-    settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path, creds: Credentials,
-    monkeypatch: pytest.MonkeyPatch, content_id: str,
-) -> None:
-    async with external_env(settings, tmp_path, creds, monkeypatch, policy) as env:
+async def test_content_id_spellings(external: ExternalEnv, content_id: str) -> None:
+    async with external() as env:
         key = await env.asset_key()
         text = content_id.format(hex=key.kid_hex, HEX=key.kid_hex.upper(), uuid=key.kid_uuid)
         body = json.dumps({"spc": b64(SPC), "assetId": text})
@@ -377,11 +375,8 @@ async def test_content_id_spellings(
             SPC, key.key, constant_iv(key))
 
 
-async def test_body_content_id_wins_over_path_and_query(
-    settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path, creds: Credentials,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    async with external_env(settings, tmp_path, creds, monkeypatch, policy) as env:
+async def test_body_content_id_wins_over_path_and_query(external: ExternalEnv) -> None:
+    async with external() as env:
         movie, trailer = await env.asset_key("movie"), await env.asset_key("trailer")
         body = f"spc={quote(b64(SPC), safe='')}&assetId={movie.kid_hex}"
         status, answer, headers = await env.post(
@@ -402,10 +397,9 @@ async def test_body_content_id_wins_over_path_and_query(
 
 
 async def test_token_policy_without_token_is_401_and_the_ksm_is_not_contacted(
-    settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path, creds: Credentials,
-    monkeypatch: pytest.MonkeyPatch,
+    external: ExternalEnv, settings: LicenseSettings,
 ) -> None:
-    async with external_env(settings, tmp_path, creds, monkeypatch, policy) as env:
+    async with external() as env:
         assert env.fake is not None
         key = await env.asset_key("movie")
         with Keystore.open(settings.db_path, settings.kek) as keystore:
@@ -429,10 +423,9 @@ async def test_token_policy_without_token_is_401_and_the_ksm_is_not_contacted(
 
 @pytest.mark.parametrize("offline", ["query", "form", "json"])
 async def test_persistent_request_under_streaming_policy_is_403_and_ksm_not_contacted(
-    settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path, creds: Credentials,
-    monkeypatch: pytest.MonkeyPatch, offline: str,
+    external: ExternalEnv, settings: LicenseSettings, offline: str,
 ) -> None:
-    async with external_env(settings, tmp_path, creds, monkeypatch, policy) as env:
+    async with external() as env:
         assert env.fake is not None
         key = await env.asset_key("movie")
         path, params, body, content_type = FAIRPLAY, {}, SPC, None
@@ -459,10 +452,9 @@ async def test_persistent_request_under_streaming_policy_is_403_and_ksm_not_cont
 
 
 async def test_policy_durations_reach_the_ksm(
-    settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path, creds: Credentials,
-    monkeypatch: pytest.MonkeyPatch,
+    external: ExternalEnv, settings: LicenseSettings,
 ) -> None:
-    async with external_env(settings, tmp_path, creds, monkeypatch, policy) as env:
+    async with external() as env:
         assert env.fake is not None
         key = await env.asset_key("movie")
         with Keystore.open(settings.db_path, settings.kek) as keystore:
@@ -502,11 +494,9 @@ async def test_policy_durations_reach_the_ksm(
     ],
 )
 async def test_ksm_errors_are_502_without_the_ksm_body(
-    settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path, creds: Credentials,
-    monkeypatch: pytest.MonkeyPatch, caplog_all: pytest.LogCaptureFixture, mode: KsmMode,
-    reason: str,
+    external: ExternalEnv, caplog_all: pytest.LogCaptureFixture, mode: KsmMode, reason: str,
 ) -> None:
-    async with external_env(settings, tmp_path, creds, monkeypatch, policy, mode=mode) as env:
+    async with external(mode=mode) as env:
         assert env.fake is not None
         key = await env.asset_key()
         for _ in range(2):  # the server stays up
@@ -524,13 +514,9 @@ async def test_ksm_errors_are_502_without_the_ksm_body(
         assert answer == fake_ckc(SPC, key.key, constant_iv(key))
 
 
-async def test_ksm_that_never_answers_is_503_within_the_timeout(
-    settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path, creds: Credentials,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_ksm_that_never_answers_is_503_within_the_timeout(external: ExternalEnv) -> None:
     timeout_s = 0.5
-    async with external_env(settings, tmp_path, creds, monkeypatch, policy, mode=KsmMode.HANG,
-                            timeout_s=timeout_s) as env:
+    async with external(mode=KsmMode.HANG, timeout_s=timeout_s) as env:
         assert env.fake is not None
         key = await env.asset_key()
         started = time.monotonic()
@@ -545,15 +531,11 @@ async def test_ksm_that_never_answers_is_503_within_the_timeout(
             assert resp.status == 200
 
 
-async def test_unreachable_ksm_is_503(
-    settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path, creds: Credentials,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_unreachable_ksm_is_503(external: ExternalEnv) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    async with external_env(settings, tmp_path, creds, monkeypatch, policy,
-                            ksm_url=f"http://127.0.0.1:{port}/fps") as env:
+    async with external(ksm_url=f"http://127.0.0.1:{port}/fps") as env:
         key = await env.asset_key()
         status, answer, _ = await env.post(SPC, path=f"{FAIRPLAY}/{key.kid_hex}")
         assert status == 503
@@ -700,11 +682,8 @@ BAD_CONTENT_IDS = ["", "not-a-kid", "00112233", "skd://", "skd://host/path",
 
 
 @pytest.mark.parametrize("content_id", BAD_CONTENT_IDS)
-async def test_malformed_content_id_is_400(
-    settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path, creds: Credentials,
-    monkeypatch: pytest.MonkeyPatch, content_id: str,
-) -> None:
-    async with external_env(settings, tmp_path, creds, monkeypatch, policy) as env:
+async def test_malformed_content_id_is_400(external: ExternalEnv, content_id: str) -> None:
+    async with external() as env:
         assert env.fake is not None
         await env.asset_key()
         body = json.dumps({"spc": b64(SPC), "assetId": content_id})
@@ -715,11 +694,8 @@ async def test_malformed_content_id_is_400(
         assert not env.fake.contacted
 
 
-async def test_missing_and_unknown_content_ids(
-    settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path, creds: Credentials,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    async with external_env(settings, tmp_path, creds, monkeypatch, policy) as env:
+async def test_missing_and_unknown_content_ids(external: ExternalEnv) -> None:
+    async with external() as env:
         assert env.fake is not None
         key = await env.asset_key()
         status, answer, _ = await env.post(SPC)
@@ -766,11 +742,10 @@ MALFORMED_BODIES: list[tuple[str, str | None, bytes, str]] = [
 @pytest.mark.parametrize(("label", "content_type", "template", "reason"), MALFORMED_BODIES,
                          ids=[m[0] for m in MALFORMED_BODIES])
 async def test_malformed_requests_are_400(
-    settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path, creds: Credentials,
-    monkeypatch: pytest.MonkeyPatch, caplog_all: pytest.LogCaptureFixture,
+    external: ExternalEnv, caplog_all: pytest.LogCaptureFixture,
     label: str, content_type: str | None, template: bytes, reason: str,
 ) -> None:
-    async with external_env(settings, tmp_path, creds, monkeypatch, policy) as env:
+    async with external() as env:
         assert env.fake is not None
         key = await env.asset_key()
         body = template.replace(b"{kid}", key.kid_hex.encode())
@@ -783,22 +758,16 @@ async def test_malformed_requests_are_400(
         assert_no_secret(answer.decode() + caplog_all.text, key)
 
 
-async def test_bad_offline_query_is_400(
-    settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path, creds: Credentials,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    async with external_env(settings, tmp_path, creds, monkeypatch, policy) as env:
+async def test_bad_offline_query_is_400(external: ExternalEnv) -> None:
+    async with external() as env:
         key = await env.asset_key()
         status, answer, _ = await env.post(SPC, path=f"{FAIRPLAY}/{key.kid_hex}",
                                            params={"offline": "2"})
         assert (status, json.loads(answer)) == (400, {"error": "offline must be true or false"})
 
 
-async def test_oversized_body_is_413(
-    settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path, creds: Credentials,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    async with external_env(settings, tmp_path, creds, monkeypatch, policy) as env:
+async def test_oversized_body_is_413(external: ExternalEnv) -> None:
+    async with external() as env:
         assert env.fake is not None
         key = await env.asset_key()
         path = f"{FAIRPLAY}/{key.kid_hex}"

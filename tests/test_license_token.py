@@ -38,7 +38,7 @@ from origin.license.token import (
     mint_token,
     parse_token_settings,
 )
-from tests.tools.licence import AUTH, TOKEN, running_licence_app
+from tests.tools.licence import AUTH, TOKEN, fetch_asset_key, running_licence_app
 
 ISS = "https://issuer.example"
 AUD = "origin-test"
@@ -571,12 +571,8 @@ class App:
 async def app(settings: LicenseSettings, policy: PolicyDecisionPoint,
               caplog_all: pytest.LogCaptureFixture) -> AsyncIterator[App]:
     async with running_licence_app(settings, policy) as url, aiohttp.ClientSession() as session:
-        found = []
-        for asset in ("movie", "trailer", "extras"):
-            async with session.get(f"{url}/internal/v1/assets/{asset}/key", headers=AUTH) as r:
-                assert r.status == 200
-                body = await r.json()
-            found.append(ContentKey(bytes.fromhex(body["kid"]), bytes.fromhex(body["key"])))
+        found = [await fetch_asset_key(session, url, asset)
+                 for asset in ("movie", "trailer", "extras")]
         with Keystore.open(settings.db_path, settings.kek) as keystore:
             keystore.set_policy("movie", ContentKeyPolicy(Restriction.TOKEN, persistent=True))
             keystore.set_policy("trailer", ContentKeyPolicy(Restriction.TOKEN))

@@ -1,15 +1,14 @@
 """Widevine/PlayReady licence proxy to upstream licence servers.
 
 The challenge parsers (hand-encoded protobuf, SOAP challenges around the origin's own
-WRMHEADERs), the configuration, the Kaltura identity, and the real licence app on a
-loopback port in front of fake upstream licence servers — real aiohttp servers on
-127.0.0.1 that record what they received and answer like a licence server would
-(success, 403, 500, never, too much).
+WRMHEADERs: ``tests.tools.challenges``), the configuration, the Kaltura identity, and the
+real licence app on a loopback port in front of fake upstream licence servers
+(``tests.tools.upstream``) — real aiohttp servers on 127.0.0.1 that record what they
+received and answer like a licence server would (success, 403, 500, never, too much).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import dataclasses
@@ -21,25 +20,20 @@ import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
-from multidict import CIMultiDictProxy, MultiDictProxy
 
-from origin.container.playready import playready_header_xml
 from origin.container.pssh import SystemId, build_pssh
 from origin.container.widevine import encode_widevine_pssh_data, widevine_pssh
-from origin.crypto.key import ContentKey
 from origin.crypto.subsample import CommonScheme
-from origin.license.access_log import LicenseAccessLogger
-from origin.license.app import VERIFIER_KEY, build_license_app
+from origin.license.app import build_license_app
+from origin.license.app_state import VERIFIER_KEY
 from origin.license.challenge import (
     MAX_KIDS,
     ChallengeError,
@@ -56,12 +50,10 @@ from origin.license.challenge import (
     parse_widevine_challenge,
     read_proto_fields,
 )
-from origin.license.keystore import Keystore
 from origin.license.policy import (
     ContentKeyPolicy,
     Entitlement,
     KeySystem,
-    PolicyDecisionPoint,
     Restriction,
 )
 from origin.license.settings import LicenseSettings
@@ -74,121 +66,28 @@ from origin.license.upstream import (
     kaltura_query,
     parse_upstream_config,
 )
-from tests.tools.licence import AUTH
+from tests.tools.challenges import (
+    PR_NS,
+    SERVICE_CERTIFICATE_REQUEST,
+    guid_le_b64,
+    pb,
+    playready_challenge,
+    signed_licence_request,
+    varint,
+    widevine_init_data_request,
+    widevine_pssh_request,
+    wrmheader,
+    wrmheader_kids,
+)
+from tests.tools.licence import licence_app
 from tests.tools.loopback import serve_app
+from tests.tools.upstream import LICENCE, UPSTREAM_SECRET_BODY, FakeUpstream
 
-LICENCE = b"\x08\x02\x12\x10licence-bytes-\x00\xff" + os.urandom(64)
-UPSTREAM_SECRET_BODY = b"upstream-internal-detail-do-not-leak"
 ENV_HEADER_SECRET = "env-header-secret-0123456789"
 KALTURA_SECRET = "kaltura-signing-secret-abcdef"
 PLAYER_SECRET = "player-bearer-secret-zyx987"
 COOKIE_SECRET = "cookie-secret-qwe456"
 SOAP_ACTION = '"http://schemas.microsoft.com/DRM/2007/03/protocols/AcquireLicense"'
-
-
-# --- challenges in their real wire formats ---------------------------------------------------
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def pb(number: int, value: int | bytes) -> bytes:
-    """One protobuf field: a varint for an int, length-delimited for bytes."""
-    if isinstance(value, int):
-        return varint(number << 3) + varint(value)
-    return varint(number << 3 | 2) + varint(len(value)) + value
-
-
-def signed_licence_request(content_id: bytes) -> bytes:
-    """SignedMessage{type: LICENSE_REQUEST, msg: LicenseRequest{client_id…, content_id, …}}."""
-    licence_request = (
-        pb(1, b"\x08\x01\x12\x20" + b"c" * 32)  # client_id: opaque to the proxy
-        + pb(2, content_id)
-        + pb(3, 1)  # type NEW
-        + pb(4, 1_700_000_000)  # request_time
-        + pb(6, 21)  # protocol_version 2.1
-    )
-    return pb(1, 1) + pb(2, licence_request) + pb(3, b"s" * 256)  # + signature
-
-
-def widevine_pssh_request(*kids: bytes, license_type: int | None = None) -> bytes:
-    """content_id.widevine_pssh_data{pssh_data: WidevinePsshData{key_id…}, license_type}."""
-    pssh_data = encode_widevine_pssh_data(kids, b"", CommonScheme.CENC)
-    inner = pb(1, pssh_data) + (pb(2, license_type) if license_type is not None else b"")
-    inner += pb(3, b"request-id-0001")
-    return signed_licence_request(pb(1, inner))
-
-
-def widevine_init_data_request(init_data: bytes, *, init_type: int | None = 1,
-                               license_type: int | None = None) -> bytes:
-    """content_id.init_data{init_data_type, init_data: pssh box(es), license_type}."""
-    inner = pb(1, init_type) if init_type is not None else b""
-    inner += pb(2, init_data)
-    if license_type is not None:
-        inner += pb(3, license_type)
-    return signed_licence_request(pb(4, inner))
-
-
-SERVICE_CERTIFICATE_REQUEST = b"\x08\x04"
-
-
-def guid_le_b64(kid: bytes) -> str:
-    le = kid[3::-1] + kid[5:3:-1] + kid[7:5:-1] + kid[8:]
-    return base64.b64encode(le).decode()
-
-
-PR_NS = "http://schemas.microsoft.com/DRM/2007/03/PlayReadyHeader"
-
-
-def wrmheader(kid: bytes, version: str) -> str:
-    """A WRMHEADER: 4.0 and 4.3 exactly as the origin writes them; 4.1/4.2 by the spec."""
-    if version == "4.0":
-        return playready_header_xml(kid, os.urandom(16), "https://l/?a=1&b=2", CommonScheme.CENC)
-    if version == "4.3":
-        return playready_header_xml(kid, None, "https://l/", CommonScheme.CBCS)
-    if version == "4.1":
-        return (f'<WRMHEADER xmlns="{PR_NS}" version="4.1.0.0"><DATA><PROTECTINFO>'
-                f'<KID ALGID="AESCTR" VALUE="{guid_le_b64(kid)}"></KID></PROTECTINFO>'
-                "</DATA></WRMHEADER>")
-    raise AssertionError(version)
-
-
-def wrmheader_kids(*kids: bytes) -> str:
-    """A 4.2 header listing several kids (``<KIDS>``)."""
-    items = "".join(f'<KID ALGID="AESCTR" VALUE="{guid_le_b64(k)}"></KID>' for k in kids)
-    return (f'<WRMHEADER xmlns="{PR_NS}" version="4.2.0.0"><DATA><PROTECTINFO><KIDS>{items}'
-            "</KIDS></PROTECTINFO></DATA></WRMHEADER>")
-
-
-def playready_challenge(header: str, *, prolog: str = "", custom_data: str = "") -> bytes:
-    """The SOAP AcquireLicense challenge a PlayReady CDM sends (structure of real ones)."""
-    return (
-        f'{prolog}<?xml version="1.0" encoding="utf-8"?>'
-        '<soap:Envelope xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-        'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
-        'xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
-        '<AcquireLicense xmlns="http://schemas.microsoft.com/DRM/2007/03/protocols"><challenge>'
-        '<Challenge xmlns="http://schemas.microsoft.com/DRM/2007/03/protocols/messages">'
-        '<LA xmlns="http://schemas.microsoft.com/DRM/2007/03/protocols" Id="SignedData" '
-        f'xml:space="preserve"><Version>1</Version><ContentHeader>{header}</ContentHeader>'
-        "<CLIENTINFO><CLIENTVERSION>4.2.0.5545</CLIENTVERSION></CLIENTINFO>"
-        f"<CustomData>{custom_data}</CustomData>"
-        "<LicenseNonce>U9WysleTindM/gVQyExDdw==</LicenseNonce><ClientTime>1706149441</ClientTime>"
-        '<EncryptedData xmlns="http://www.w3.org/2001/04/xmlenc#" '
-        'Type="http://www.w3.org/2001/04/xmlenc#Element"><CipherData><CipherValue>'
-        f"{base64.b64encode(os.urandom(96)).decode()}</CipherValue></CipherData></EncryptedData>"
-        "</LA><Signature xmlns=\"http://www.w3.org/2000/09/xmldsig#\"><SignatureValue>"
-        "AAAA</SignatureValue></Signature></Challenge></challenge></AcquireLicense>"
-        "</soap:Body></soap:Envelope>"
-    ).encode()
 
 
 # --- pure: Widevine ---------------------------------------------------------------------------
@@ -562,65 +461,6 @@ def test_kaltura_query_as_kaltura_computes_it() -> None:
 # --- the licence app in front of fake upstream licence servers -------------------------------
 
 
-@dataclass
-class Received:
-    path: str
-    body: bytes
-    headers: CIMultiDictProxy[str]
-    query: MultiDictProxy[str]
-    raw_query: str
-    peer_port: int
-
-
-@dataclass
-class FakeUpstream:
-    """Licence servers on loopback: ``/ok``, ``/forbidden``, ``/error``, ``/hang``, …"""
-
-    url: str = ""
-    received: list[Received] = field(default_factory=list)
-    hanging: asyncio.Event = field(default_factory=asyncio.Event)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/{mode}", self.handle)
-        return app
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.received.append(Received(
-            request.path, await request.read(), CIMultiDictProxy(request.headers.copy()),
-            MultiDictProxy(request.query.copy()), request.rel_url.raw_query_string,
-            peer[1] if peer else -1,
-        ))
-        mode = request.match_info["mode"]
-        if mode == "ok":
-            return web.Response(body=LICENCE, content_type="application/x-test-licence",
-                                headers={"Set-Cookie": "upstream=1", "X-Upstream": "yes"})
-        if mode == "forbidden":
-            return web.Response(status=403, body=UPSTREAM_SECRET_BODY)
-        if mode == "error":
-            return web.Response(status=500, body=UPSTREAM_SECRET_BODY)
-        if mode == "redirect":
-            raise web.HTTPFound(location=self.url + "/ok")
-        if mode == "hang":
-            self.hanging.set()
-            await self.release.wait()
-            return web.Response(body=b"too late")
-        if mode in ("huge", "exact"):
-            size = MAX_ANSWER_BYTES + (1 if mode == "huge" else 0)
-            return web.Response(body=b"L" * size)
-        if mode == "huge-chunked":
-            response = web.StreamResponse()
-            response.enable_chunked_encoding()
-            await response.prepare(request)
-            for _ in range(MAX_ANSWER_BYTES // 65536 + 2):
-                await response.write(b"L" * 65536)
-            await response.write_eof()
-            return response
-        raise web.HTTPNotFound()
-
-
 @pytest.fixture
 async def upstream() -> AsyncIterator[FakeUpstream]:
     fake = FakeUpstream()
@@ -646,53 +486,6 @@ class StubVerifier:
             entitlement=Entitlement(assets=self.grants[token], kids=None, offline=False),
             max_uses=None,
         )
-
-
-@dataclass
-class Licence:
-    url: str
-    app: web.Application
-    session: aiohttp.ClientSession
-    settings: LicenseSettings
-
-    async def asset_key(self, asset: str = "movie") -> ContentKey:
-        async with self.session.get(f"{self.url}/internal/v1/assets/{asset}/key",
-                                    headers=AUTH) as resp:
-            assert resp.status == 200
-            body = await resp.json()
-        return ContentKey(kid=bytes.fromhex(body["kid"]), key=bytes.fromhex(body["key"]))
-
-    def set_policy(self, asset: str, policy: ContentKeyPolicy) -> None:
-        with Keystore.open(self.settings.db_path, self.settings.kek) as keystore:
-            keystore.set_policy(asset, policy)
-
-    async def post(self, path: str, body: bytes, *, headers: dict[str, str] | None = None,
-                   params: dict[str, str] | None = None
-                   ) -> tuple[int, bytes, CIMultiDictProxy[str]]:
-        async with self.session.post(self.url + path, data=body, headers=headers,
-                                     params=params) as resp:
-            return resp.status, await resp.read(), resp.headers
-
-    async def healthy(self) -> bool:
-        async with self.session.get(self.url + "/healthz") as resp:
-            return resp.status == 200 and await resp.text() == "ok"
-
-
-@contextlib.asynccontextmanager
-async def licence_app(settings: LicenseSettings, config: dict[str, Any],
-                      policy: PolicyDecisionPoint | None = None) -> AsyncIterator[Licence]:
-    settings = dataclasses.replace(settings, config=config)
-    app = build_license_app(settings, policy=policy or PolicyDecisionPoint())
-    runner = web.AppRunner(app, access_log_class=LicenseAccessLogger)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        async with aiohttp.ClientSession() as session:
-            yield Licence(f"http://{host}:{port}", app, session, settings)
-    finally:
-        await runner.cleanup()
 
 
 def upstream_config(upstream: FakeUpstream, mode: str = "ok", **extra: Any) -> dict[str, Any]:

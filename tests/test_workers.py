@@ -20,56 +20,21 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.conftest import RunningOrigin, child_pids, start_origin
+from tests.tools.downloads import clear_download, read_throttled
+from tests.tools.processes import gone, refuses_connections, wait_until, worker_pids
 
 DEADLINE = 30.0
 BIG_FILE_BYTES = 32 << 20
 BIG_URL = "/hls/demo/clear/ts-360p/big.ts"
-CLIENT_RCVBUF = 16 << 10
-CHUNK = 16 << 10
 SLOW_PREFIX = 1 << 20  # read this much slowly before signalling the server
 SLOW_TAIL = 6 << 20  # and this much at the end: more than the kernel buffers between us
-
-
-def worker_pids(server: RunningOrigin) -> set[int]:
-    """The server's live children running ``origin worker``."""
-    found = set()
-    for pid in child_pids(server.proc.pid):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if b"worker" in cmdline and state != "Z":
-            found.add(pid)
-    return found
-
-
-def gone(pid: int) -> bool:
-    """Whether a process has exited (its sockets closed): no longer in /proc, or a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state == "Z"
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], what: str,
-                     deadline: float = DEADLINE) -> None:
-    """Poll a real condition until it holds; fail at the deadline."""
-    end = time.monotonic() + deadline
-    while not await check():
-        assert time.monotonic() < end, f"timed out waiting until {what}"
-        await asyncio.sleep(0.05)
 
 
 async def answering_pid(base: str) -> int:
@@ -98,57 +63,12 @@ async def get_status(url: str) -> int:
         return resp.status
 
 
-def refuses_connections(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return False
-    except ConnectionRefusedError:
-        return True
-
-
 @pytest.fixture
 def big_media(media_copy: Path) -> tuple[Path, str]:
     """The demo asset plus a large clear file; its SHA-256."""
     data = os.urandom(BIG_FILE_BYTES)
     (media_copy / "demo" / "ts-360p" / "big.ts").write_bytes(data)
     return media_copy, hashlib.sha256(data).hexdigest()
-
-
-@contextlib.asynccontextmanager
-async def slow_download(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, int]]:
-    """GET the big file on a socket with a small receive buffer; yields the body reader
-    (headers consumed) and the announced length."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CLIENT_RCVBUF)
-    sock.connect(("127.0.0.1", port))
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock, limit=CHUNK)
-    try:
-        writer.write(f"GET {BIG_URL} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
-        await writer.drain()
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
-        assert head.startswith(b"HTTP/1.1 200"), head
-        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
-        yield reader, length
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-
-
-async def read_throttled(reader: asyncio.StreamReader, digest: hashlib._Hash,
-                         limit: int) -> int:
-    """Read up to ``limit`` bytes slowly (a throttled loop, one chunk per tick)."""
-    got = 0
-    while got < limit:
-        chunk = await asyncio.wait_for(reader.read(min(CHUNK, limit - got)), DEADLINE)
-        if not chunk:
-            break
-        digest.update(chunk)
-        got += len(chunk)
-        await asyncio.sleep(0.005)  # throttling the client, not synchronising
-    return got
 
 
 async def read_rest(reader: asyncio.StreamReader, digest: hashlib._Hash,
@@ -241,7 +161,7 @@ async def test_sigterm_finishes_an_in_flight_download(big_media: tuple[Path, str
     media, expected = big_media
     server = start_origin(media, tmp_path / "state", workers=2)
     try:
-        async with slow_download(server.port) as (reader, length):
+        async with clear_download(server.port, BIG_URL, keep_alive=False) as (reader, length):
             assert length == BIG_FILE_BYTES
             digest = hashlib.sha256()
             got = await read_throttled(reader, digest, SLOW_PREFIX)
@@ -275,7 +195,7 @@ async def test_sigkill_cuts_an_in_flight_download(big_media: tuple[Path, str],
     server = start_origin(media, tmp_path / "state", workers=2)
     try:
         killed = worker_pids(server)
-        async with slow_download(server.port) as (reader, length):
+        async with clear_download(server.port, BIG_URL, keep_alive=False) as (reader, length):
             digest = hashlib.sha256()
             got = await read_throttled(reader, digest, SLOW_PREFIX)
             for pid in killed:

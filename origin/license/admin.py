@@ -26,18 +26,13 @@ from typing import Any
 
 from aiohttp import web
 
-from origin.errors import BadRequest, Forbidden, NotFound, OriginError, Unauthorized
-from origin.license.app import (
-    KEYSTORE_KEY,
-    NO_STORE,
-    SETTINGS_KEY,
-    _read_body,
-    bearer_token,
-    run_blocking,
-)
+from origin.errors import BadRequest, Forbidden, NotFound, OriginError
+from origin.license.app_state import KEYSTORE_KEY, NO_STORE, SETTINGS_KEY, run_blocking
+from origin.license.bearer import require_bearer
 from origin.license.clearkey import LicenseRequestTooLarge
 from origin.license.keystore import KeyRecord, Keystore, validate_asset
 from origin.license.policy import ContentKeyPolicy, parse_policy
+from origin.license.request_body import read_body
 from origin.license.strict_json import load_json
 
 ADMIN_REALM = "origin-admin"
@@ -74,11 +69,7 @@ def require_admin(request: web.Request) -> None:
     expected = request.app[SETTINGS_KEY].admin_token
     if expected is None:
         raise Forbidden("admin API disabled (set ORIGIN_ADMIN_TOKEN)")
-    presented = bearer_token(request)
-    if presented is None or not hmac.compare_digest(
-        presented.encode("utf-8", "surrogateescape"), expected.encode("utf-8")
-    ):
-        raise Unauthorized("admin token required", realm=ADMIN_REALM)
+    require_bearer(request, expected, realm=ADMIN_REALM, detail="admin token required")
 
 
 def _asset(request: web.Request) -> str:
@@ -153,7 +144,7 @@ def record_json(record: KeyRecord) -> dict[str, Any]:
 
 async def _admin_body(request: web.Request) -> bytes:
     try:
-        return await _read_body(request, MAX_BODY_BYTES)
+        return await read_body(request, MAX_BODY_BYTES)
     except LicenseRequestTooLarge:
         raise AdminRequestTooLarge() from None
 

@@ -2,8 +2,8 @@
 
 Rules:
 
-- Every decision ``origin.license.app.authorize`` makes — granted, refused (401/403)
-  or failed (503: token checks not configured; 500) — goes through
+- Every decision ``origin.license.request_authorization.authorize`` makes — granted,
+  refused (401/403) or failed (503: token checks not configured; 500) — goes through
   ``DecisionRecorder.record``, which counts it (``origin.license.metrics``) and writes
   one line on the ``origin.audit`` logger.  Nothing else writes either.  A request
   stopped before the policy was asked is not a decision and writes no line: a

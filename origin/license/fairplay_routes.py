@@ -59,15 +59,7 @@ from origin.crypto.rsa import (
     load_private_key,
 )
 from origin.errors import BadRequest, NotFound
-from origin.license.app import (
-    KEYSTORE_KEY,
-    NO_STORE,
-    SETTINGS_KEY,
-    _read_body,
-    authorize,
-    player_token,
-    run_blocking,
-)
+from origin.license.app_state import KEYSTORE_KEY, NO_STORE, SETTINGS_KEY, run_blocking
 from origin.license.authorization import presented_token
 from origin.license.fairplay import (
     MAX_REQUEST_BYTES,
@@ -80,6 +72,8 @@ from origin.license.fairplay import (
 )
 from origin.license.ksm import CkcRequest, ExternalKsm, Ksm, TestKsm
 from origin.license.policy import KeyRequest, KeySystem, LicenseType
+from origin.license.request_authorization import authorize, player_token
+from origin.license.request_body import read_body
 from origin.license.settings import LicenseSettings
 
 log = logging.getLogger(__name__)
@@ -337,7 +331,7 @@ async def fairplay_license(request: web.Request) -> web.Response:
     """SPC → CKC: parse, look the key up, authorise, then (only then) ask the KSM."""
     fairplay = _fairplay(request)
     spc_request = parse_spc_request(
-        await _read_body(request, MAX_REQUEST_BYTES), request.headers.get(hdrs.CONTENT_TYPE)
+        await read_body(request, MAX_REQUEST_BYTES), request.headers.get(hdrs.CONTENT_TYPE)
     )
     content_id = spc_request.content_id or request.match_info.get("content_id")
     if content_id is None:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from origin.license.app import SETTINGS_KEY, VERIFIER_KEY, run_blocking
+from origin.license.app_state import SETTINGS_KEY, VERIFIER_KEY, run_blocking
 from origin.license.token import JwtVerifier, parse_token_settings
 
 log = logging.getLogger(__name__)

@@ -33,17 +33,8 @@ from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
-from origin.errors import BadRequest, NotFound, OriginError
-from origin.license.app import (
-    KEYSTORE_KEY,
-    NO_STORE,
-    SETTINGS_KEY,
-    _get_keys,
-    _read_body,
-    authorize,
-    player_token,
-    run_blocking,
-)
+from origin.errors import BadRequest, OriginError
+from origin.license.app_state import NO_STORE, SETTINGS_KEY, run_blocking
 from origin.license.challenge import (
     MAX_CHALLENGE_BYTES,
     WidevineLicenseType,
@@ -51,7 +42,9 @@ from origin.license.challenge import (
     parse_playready_challenge,
     parse_widevine_challenge,
 )
-from origin.license.policy import KeyRequest, KeySystem, LicenseType
+from origin.license.policy import KeySystem, LicenseType
+from origin.license.request_authorization import authorize_kids, player_token
+from origin.license.request_body import read_body
 from origin.license.upstream import (
     UpstreamClient,
     UpstreamConfig,
@@ -104,7 +97,7 @@ async def _upstreams_context(app: web.Application) -> AsyncIterator[None]:
 async def widevine_license(request: web.Request) -> web.Response:
     """Proxy a Widevine ``SignedMessage`` once its kids pass the policy (module rules)."""
     config = _config(request, KeySystem.WIDEVINE)
-    body = await _read_body(request, MAX_CHALLENGE_BYTES)
+    body = await read_body(request, MAX_CHALLENGE_BYTES)
     challenge = parse_widevine_challenge(body)
     asset = ""
     if challenge.message_type is WidevineMessageType.LICENSE_REQUEST:
@@ -117,7 +110,7 @@ async def playready_license(request: web.Request) -> web.Response:
     """Proxy a PlayReady ``AcquireLicense`` challenge once its kids pass the policy."""
     config = _config(request, KeySystem.PLAYREADY)
     persistent = _offline_param(request)
-    body = await _read_body(request, MAX_CHALLENGE_BYTES)
+    body = await read_body(request, MAX_CHALLENGE_BYTES)
     challenge = parse_playready_challenge(body)
     asset = await _authorize_kids(request, challenge.kids, KeySystem.PLAYREADY, persistent)
     return await _proxy(request, config, body, PLAYREADY_CONTENT_TYPE, asset,
@@ -140,17 +133,10 @@ def _offline_param(request: web.Request) -> bool:
 
 async def _authorize_kids(request: web.Request, kids: tuple[bytes, ...],
                           key_system: KeySystem, persistent: bool) -> str:
-    """Look every kid up and authorise them all; the asset of the first kid."""
-    found = await run_blocking(_get_keys, request.app[KEYSTORE_KEY], kids)
-    if any(stored is None for stored in found):
-        raise NotFound("unknown key id")
-    keys = [stored for stored in found if stored is not None]
-    token = player_token(request)
+    """Look every kid up and authorise them all (``authorize_kids``); the asset of the
+    first kid."""
     license_type = LicenseType.PERSISTENT if persistent else LicenseType.STREAMING
-    await authorize(
-        request,
-        [KeyRequest(s.key.kid, s.record.asset, key_system, token, license_type) for s in keys],
-    )
+    keys = await authorize_kids(request, kids, key_system, license_type)
     return keys[0].record.asset
 
 
