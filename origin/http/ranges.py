@@ -18,6 +18,7 @@ import re
 from aiohttp import web
 
 from origin.errors import RangeNotSatisfiable
+from origin.http.bulk_response import BulkResponse
 
 _RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})", re.ASCII)  # \d: ASCII digits only
 
@@ -70,8 +71,8 @@ def respond_bytes(
         wanted = None
     span = parse_range(wanted, len(body))
     if span is None:
-        return web.Response(body=body, content_type=content_type, headers=headers)
+        return BulkResponse(body=body, content_type=content_type, headers=headers)
     start, end = span
     headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(body)}"
-    return web.Response(status=206, body=body[start:end], content_type=content_type,
+    return BulkResponse(status=206, body=body[start:end], content_type=content_type,
                         headers=headers)
