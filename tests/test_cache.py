@@ -12,6 +12,7 @@ import asyncio
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -26,12 +27,13 @@ from multidict import CIMultiDict
 from origin.config import parse_byte_size
 from origin.crypto.key import ContentKey
 from origin.http.byte_lru import ENTRY_OVERHEAD, ByteLru, Stored
+from origin.http.intact_file import CHECKED_TAIL
 from origin.http.playback_query import PlaybackQuery, parse_playback_query
 from origin.http.segment_cache import manifest_key, query_parts, signalling_parts
 from origin.http.single_flight import SingleFlight
 from origin.packaging.drm import DrmContext, parse_key_selection
 from origin.packaging.key_system import KeySystem
-from tests.conftest import ROOT, RunningOrigin, start_origin
+from tests.conftest import ROOT, RunningOrigin, child_pids, start_origin
 
 ASSET = "demo"
 DEBUG = ("--log-level", "debug")
@@ -387,6 +389,51 @@ async def test_disk_tier_serves_stored_bodies_like_static_files(media_copy: Path
         assert not leftover.exists() and foreign.exists()
     finally:
         assert server.stop() == 0
+
+
+SENDFILE = re.compile(r"^\d+ +sendfile\(\d+<[^>]*>, \d+<(?P<path>[^>]*)>, .*\) = (?P<sent>\d+)$")
+
+
+def sendfile_totals(trace: Path) -> dict[str, int]:
+    """Bytes moved by ``sendfile(2)`` per source file, from ``strace -f -y`` output."""
+    totals: dict[str, int] = {}
+    for line in trace.read_text().splitlines():
+        found = SENDFILE.match(line)
+        if found is not None:
+            totals[found["path"]] = totals.get(found["path"], 0) + int(found["sent"])
+    return totals
+
+
+async def test_disk_tier_hits_leave_by_sendfile(media_copy: Path, tmp_path: Path) -> None:
+    """A disk-tier hit goes from the cache file to the socket by ``sendfile(2)`` — all of
+    it but the tail that is read and checked — and arrives byte-exact.  The control, in
+    the same trace: a clear media file is copied, never sendfile'd (a file rewritten in
+    place must not change bytes already in flight, ``origin.http.intact_file``)."""
+    cache_dir = tmp_path / "cache"
+    trace = tmp_path / "sendfile.trace"
+    rel = "video-720p/seg-00002.m4s"
+    server = start_origin(media_copy, tmp_path / "state", "--cache-bytes", "1M",
+                          "--cache-dir", str(cache_dir), *DEBUG,
+                          wrapper=("strace", "-f", "-qq", "-y", "-e", "trace=sendfile",
+                                   "-o", str(trace)))
+    try:
+        async with session() as s:
+            _, headers, body = await get(s, segment_url(server, "cbcs", rel))
+            stored = cache_dir / headers["ETag"].strip('"')
+            await wait_until(stored.exists, "the body on disk")
+            status, _, again = await get(s, segment_url(server, "cbcs", rel))
+            _, _, clear = await get(s, segment_url(server, "clear", rel))
+        assert (status, again) == (200, body)
+        assert clear == (media_copy / ASSET / rel).read_bytes()
+        assert productions(server) == 1
+    finally:
+        (origin_pid,) = child_pids(server.proc.pid)  # SIGTERM to strace would detach it
+        os.kill(origin_pid, signal.SIGTERM)
+        server.proc.wait(timeout=30)
+        server.stop()
+    totals = sendfile_totals(trace)
+    assert totals.get(str(stored)) == len(body) - CHECKED_TAIL, totals
+    assert not [path for path in totals if path.endswith(rel)], totals
 
 
 async def test_disk_tier_evicts_by_total_size(media_copy: Path, tmp_path: Path) -> None:

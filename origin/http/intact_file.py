@@ -1,32 +1,39 @@
 """Clear files sent whole as they were, or visibly cut short: never a mix of two versions.
 
 aiohttp's ``FileResponse`` takes the file's stat, sends the headers (``Content-Length``
-and ETag from that stat), then copies the bytes — under uvloop, which has no
-``loop.sendfile``, by reading chunks in the default executor.  A file truncated under it
+and ETag from that stat), then copies the bytes.  A file truncated under it
 ends the copy early and the connection stays open, so a keep-alive client waits for bytes
 that never come; a file rewritten in place (the same inode) goes out as a body of the full
 length mixing old and new bytes under the old ETag.
 
 Rules:
 
-- the bytes are read in the default executor, a chunk at a time with ``pread`` at its
-  offset (nothing depends on the file position), never on the event loop;
-- the last chunk is read together with an ``fstat`` of the open file, in the same
-  executor job and after the read: if the size or mtime differ from the stat the
-  headers were made from, or any read came back short, that chunk is not sent and the
-  connection is closed — the client sees fewer bytes than ``Content-Length``, never the
-  whole length.  Every write that changes bytes moves the mtime first, so a change at
-  any time before that ``fstat`` is seen (within the kernel's timestamp tick; an mtime
-  set back with ``utime`` is not, as for the ETag).  Not the ctime: the rename that
-  replaces the file moves the old inode's;
+- by default the bytes are read in the default executor, a chunk at a time with
+  ``pread`` at its offset (nothing depends on the file position), and written through
+  the transport, which keeps them: what is in flight is a copy;
+- with ``zero_copy`` (files origin writes once and only ever replaces by rename: the
+  disk tier of the cache), all but the last chunk go out with ``sendfile(2)`` straight
+  into the socket (``origin.http.socket_sendfile``), copying where it cannot be used
+  (TLS, bytes still buffered in the transport).  Not for media files: the socket
+  buffers then hold the page cache's pages, not copies, so a file rewritten or cut in
+  place would change bytes already counted as sent (nginx's sendfile has this flaw);
+- the last chunk (``CHECKED_TAIL`` bytes with ``zero_copy``) is read in the executor
+  together with an ``fstat`` of the open file, in the same job and after the read: if
+  the size or mtime differ from the stat the headers were made from, or any earlier
+  part came back short, that chunk is not sent and the connection is closed — the
+  client sees fewer bytes than ``Content-Length``, never the whole length.  Every
+  write that changes bytes moves the mtime first, so a change at any time before that
+  ``fstat`` is seen (within the kernel's timestamp tick; an mtime set back with
+  ``utime`` is not, as for the ETag).  Not the ctime: the rename that replaces the
+  file moves the old inode's;
 - a file replaced by rename keeps its old inode open here, so the download completes
   with the old bytes, as its ETag says;
 - writes wait for the transport as aiohttp's own copy does; ranges, HEAD, 304 and 416
   are aiohttp's (and ``origin.http.file_ranges``'s) as before.
 
 It overrides two private methods of aiohttp's ``FileResponse`` (3.14): ``_prepare_open_file``
-(to keep the stat) and ``_sendfile``; ``tests/test_faults.py`` fails if they stop meaning
-that.
+(to keep the stat) and ``_sendfile``; ``tests/test_faults.py`` and ``tests/test_cache.py``
+fail if they stop meaning that.
 """
 
 from __future__ import annotations
@@ -39,10 +46,14 @@ from typing import IO, Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.typedefs import LooseHeaders, PathLike
 
 from origin.http.file_ranges import RangeCheckedFileResponse
+from origin.http.socket_sendfile import Unsupported, sendfile_to_transport
 
 log = logging.getLogger("origin.http")
+
+CHECKED_TAIL = 64 * 1024  # with zero_copy: the last bytes, read and checked, not sendfile'd
 
 
 def read_chunk(fd: int, offset: int, size: int,
@@ -62,6 +73,11 @@ class IntactFileResponse(RangeCheckedFileResponse):
     cut short with the connection closed (module rules)."""
 
     _sent_as: os.stat_result | None = None
+    zero_copy = False  # see the module rules before setting it
+    chunk_bytes = 1 << 20  # per executor read when copying: 3 hand-offs for a 2.5 MB segment
+
+    def __init__(self, path: PathLike, *, headers: LooseHeaders | None = None) -> None:
+        super().__init__(path, chunk_size=self.chunk_bytes, headers=headers)
 
     async def _prepare_open_file(self, request: web.BaseRequest, fobj: io.BufferedReader,
                                  st: os.stat_result,
@@ -73,19 +89,52 @@ class IntactFileResponse(RangeCheckedFileResponse):
                         count: int) -> AbstractStreamWriter:
         writer = await web.StreamResponse.prepare(self, request)
         assert writer is not None
+        fd = fobj.fileno()
+        head = count - min(CHECKED_TAIL if self.zero_copy else self._chunk_size, count)
+        sent = await self._send_head(request, writer, fd, offset, head)
+        if sent == head:
+            chunk = await asyncio.get_running_loop().run_in_executor(
+                None, read_chunk, fd, offset + head, count - head, self._sent_as)
+            if chunk is not None and len(chunk) == count - head:
+                await writer.write(chunk)
+                await writer.drain()
+                return writer
+        log.warning("%s changed while being sent; connection closed short", self._path.name)
+        self.force_close()
+        return writer
+
+    async def _send_head(self, request: web.BaseRequest, writer: AbstractStreamWriter,
+                         fd: int, offset: int, count: int) -> int:
+        """Send ``count`` bytes from ``offset`` (by sendfile with ``zero_copy`` where it
+        can be used, else copied); the number sent, short if the file ended first."""
+        if count == 0:
+            return 0
+        writer.send_headers()
+        if not self.zero_copy:
+            return await self._copy(writer, fd, offset, count)
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("connection lost")
+        try:
+            sent = await sendfile_to_transport(transport, fd, offset, count)
+        except Unsupported:
+            return await self._copy(writer, fd, offset, count)
+        writer.output_size += sent
+        if writer.length is not None:
+            writer.length -= sent
+        return sent
+
+    async def _copy(self, writer: AbstractStreamWriter, fd: int, offset: int,
+                    count: int) -> int:
         loop = asyncio.get_running_loop()
-        fd, sent = fobj.fileno(), 0
+        sent = 0
         while sent < count:
             size = min(self._chunk_size, count - sent)
-            last = sent + size >= count
-            chunk = await loop.run_in_executor(None, read_chunk, fd, offset + sent, size,
-                                               self._sent_as if last else None)
-            if chunk is None or len(chunk) < size:
-                log.warning("%s changed while being sent; connection closed short",
-                            self._path.name)
-                self.force_close()
-                return writer
-            await writer.write(chunk)
-            sent += size
-        await writer.drain()
-        return writer
+            chunk = await loop.run_in_executor(None, read_chunk, fd, offset + sent, size, None)
+            assert chunk is not None
+            if chunk:
+                await writer.write(chunk)
+            sent += len(chunk)
+            if len(chunk) < size:
+                break
+        return sent

@@ -4,9 +4,9 @@ Rules:
 - ``If-None-Match`` holding the body's ETag (weak comparison, RFC 9110
   §13.1.2) is answered 304 before anything is read or encrypted;
 - a body kept on disk goes out as a ``web.FileResponse`` (Range, 206/416 and
-  HEAD by aiohttp, as ``origin.http.file_ranges`` lets it; sendfile where the event
-  loop has it, else aiohttp reads in the executor) carrying the body's own strong
-  ETag and no ``Last-Modified``:
+  HEAD by aiohttp, as ``origin.http.file_ranges`` lets it; the bytes by ``sendfile``,
+  whole or visibly cut short, as ``origin.http.intact_file`` sends them) carrying
+  the body's own strong ETag and no ``Last-Modified``:
   the cache file's mtime says nothing about the representation;
 - a request with ``If-Range``, ``If-Match``, ``If-Modified-Since`` or
   ``If-Unmodified-Since`` is answered from the bytes with ``respond_bytes``
@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp import hdrs, web
 from aiohttp.helpers import ETag
 
-from origin.http.file_ranges import RangeCheckedFileResponse
+from origin.http.intact_file import IntactFileResponse
 
 FILE_VALIDATORS = (hdrs.IF_RANGE, hdrs.IF_MATCH, hdrs.IF_MODIFIED_SINCE,
                    hdrs.IF_UNMODIFIED_SINCE)
@@ -45,8 +45,10 @@ def file_can_answer(request: web.Request) -> bool:
     return not any(name in request.headers for name in FILE_VALIDATORS)
 
 
-class StoredFileResponse(RangeCheckedFileResponse):
+class StoredFileResponse(IntactFileResponse):
     """A ``FileResponse`` that keeps the stored body's strong ETag and sends no Last-Modified."""
+
+    zero_copy = True  # the disk tier writes each file once and replaces it only by rename
 
     def __init__(self, path: Path, etag: str, headers: dict[str, str]) -> None:
         super().__init__(path, headers={**headers, hdrs.ETAG: etag})
