@@ -267,14 +267,15 @@ def write_protected_fragment(
     for moof, plan, delta in zip(fragment.moofs, plans, growth, strict=True):
         new_moofs[moof.box.start] = _write_moof(buf, moof, plan, delta, shift_before + delta)
         shift_before += delta
-    out = []
+    source = memoryview(buf)  # the other boxes are joined from views: one copy, not three
+    out: list[Buffer] = []
     for box in iter_boxes(buf):
         if box.start in new_moofs:
             out.append(new_moofs[box.start])
         elif fragment.sidx is not None and box.start == fragment.sidx.start:
             out.append(_write_sidx(buf, box, fragment, growth))
         else:
-            out.append(bytes(buf[box.start:box.end]))
+            out.append(source[box.start:box.end])
     return b"".join(out)
 
 

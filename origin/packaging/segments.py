@@ -24,7 +24,7 @@ from origin.container.fragment import TrafProtection, parse_fragment, write_prot
 from origin.container.init_segment import InitInfo, TrackInfo, parse_init, protect_init
 from origin.container.sample_aes import protect_ts_segment
 from origin.container.subsamples import SubsampleGenerator
-from origin.crypto.aes128 import encrypt_segment
+from origin.crypto.aes128 import IN_PLACE_SPARE, encrypt_segment_in_place
 from origin.crypto.cbcs import encrypt_cbcs
 from origin.crypto.cenc import encrypt_cenc
 from origin.crypto.iv import derive_iv, derive_sample_ivs
@@ -80,22 +80,29 @@ def rendition_iv(key: ContentKey, folder: str) -> bytes:
     return derive_iv(key.kid, Scheme.SAMPLE_AES.value, folder)
 
 
-def read_source(file: MediaFile) -> tuple[bytes, os.stat_result]:
-    """Read a whole source file (blocking); NotFound if it vanished since the scan.
+def read_source(file: MediaFile, spare: int = 0) -> tuple[bytearray, os.stat_result]:
+    """Read a whole source file (blocking) into a fresh ``bytearray`` of its size plus
+    ``spare`` zero bytes (read straight into it, no intermediate copy; the caller may
+    encrypt it in place); NotFound if it vanished since the scan.
 
     The bytes are those of the stamp returned: a file whose size or mtime is not the
-    same after the read as before it changed while being read (cut, or rewritten in
-    place) and is ``MalformedMedia``, never a body under another version's ETag."""
+    same after the read as before it changed while being read (cut, grown, or rewritten
+    in place) and is ``MalformedMedia``, never a body under another version's ETag."""
     try:
-        with open(file.real_path, "rb") as fh:
+        with open(file.real_path, "rb", buffering=0) as fh:
             before = os.fstat(fh.fileno())
             if before.st_size > MAX_SEGMENT_BYTES:
                 raise MalformedMedia("segment too large")
-            data = fh.read(before.st_size + 1)
+            data = bytearray(before.st_size + spare)
+            view, got = memoryview(data), 0
+            while got < before.st_size and (n := fh.readinto(view[got:before.st_size])):
+                got += n
+            view.release()
+            grown = fh.read(1)
             after = os.fstat(fh.fileno())
     except FileNotFoundError:
         raise NotFound("no such file in asset") from None
-    if len(data) != before.st_size or (after.st_size, after.st_mtime_ns) != (
+    if got != before.st_size or grown or (after.st_size, after.st_mtime_ns) != (
             before.st_size, before.st_mtime_ns):
         raise MalformedMedia("segment changed while being read")
     return data, before
@@ -132,14 +139,15 @@ def produce_segment(job: SegmentJob) -> ProtectedSegment:
     file, scheme = job.file, job.scheme
     if file.kind not in ENCRYPTABLE:
         raise NotFound("not a media segment")
-    data, st = read_source(file)
+    data, st = read_source(file, IN_PLACE_SPARE if scheme is Scheme.AES128 else 0)
     init_stamp: SourceStamp | None = None
     body: bytes | bytearray
     if scheme is Scheme.AES128:
-        body = encrypt_segment(job.key.key, segment_iv(scheme, job.key, file.rel), data)
+        body = encrypt_segment_in_place(job.key.key, segment_iv(scheme, job.key, file.rel),
+                                        data, st.st_size)
     elif scheme is Scheme.SAMPLE_AES and file.kind is MediaKind.TS_SEGMENT:
         folder = file.rel.rsplit("/", 1)[0] if "/" in file.rel else ""
-        body = protect_ts_segment(data, job.key.key, rendition_iv(job.key, folder))
+        body = protect_ts_segment(bytes(data), job.key.key, rendition_iv(job.key, folder))
     elif (common := scheme.common) is not None:
         if file.kind is MediaKind.MP4_INIT:
             body = protect_init(data, scheme=common, kid=job.key.kid,
@@ -155,19 +163,25 @@ def produce_segment(job: SegmentJob) -> ProtectedSegment:
     return ProtectedSegment(body, segment_etag(job, (st.st_size, st.st_mtime_ns), init_stamp))
 
 
-def protect_fragment(data: bytes, init: InitInfo, scheme: CommonScheme, key: ContentKey,
-                     segment_id: str) -> bytes:
-    """Common Encryption of one fMP4 media segment (pure; see the module docstring)."""
+def protect_fragment(data: bytes | bytearray, init: InitInfo, scheme: CommonScheme,
+                     key: ContentKey, segment_id: str) -> bytes:
+    """Common Encryption of one fMP4 media segment (pure; see the module docstring).
+
+    A ``bytearray`` is encrypted in place and so consumed (``produce_segment`` hands over
+    the buffer it read, saving a copy of the segment); ``bytes`` are copied first.  Every
+    sample's subsample layout is read from the clear bytes before any is encrypted."""
     fragment = parse_fragment(data, init)
-    buf = bytearray(data)
-    view = memoryview(data)
+    buf = data if isinstance(data, bytearray) else bytearray(data)
+    view = memoryview(buf)
+    layouts = [[_sample_layout(view, traf.samples, init.track(traf.track_id), scheme)
+                for traf in moof.trafs] for moof in fragment.moofs]
+    view.release()
     civ = constant_iv(key)
     protections = []
-    for moof_index, moof in enumerate(fragment.moofs):
+    for moof_index, (moof, moof_layouts) in enumerate(zip(fragment.moofs, layouts,
+                                                          strict=True)):
         row = []
-        for traf in moof.trafs:
-            track = init.track(traf.track_id)
-            samples = _sample_layout(view, traf.samples, track, scheme)
+        for traf, samples in zip(moof.trafs, moof_layouts, strict=True):
             ivs: tuple[bytes, ...] = ()
             if scheme is CommonScheme.CBCS:
                 crypt, skip = CBCS_VIDEO_PATTERN
