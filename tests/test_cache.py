@@ -26,8 +26,14 @@ from multidict import CIMultiDict
 
 from origin.config import parse_byte_size
 from origin.crypto.key import ContentKey
-from origin.http.byte_lru import ENTRY_OVERHEAD, ByteLru, Stored
+from origin.http.byte_lru import ENTRY_OVERHEAD, ByteLru, Stored, StoredFile
 from origin.http.intact_file import CHECKED_TAIL
+from origin.http.memory_file import (
+    MEMORY_FILE_MIN,
+    MemoryFile,
+    read_memory_file,
+    write_memory_file,
+)
 from origin.http.playback_query import PlaybackQuery, parse_playback_query
 from origin.http.segment_cache import manifest_key, query_parts, signalling_parts
 from origin.http.single_flight import SingleFlight
@@ -391,7 +397,8 @@ async def test_disk_tier_serves_stored_bodies_like_static_files(media_copy: Path
         assert server.stop() == 0
 
 
-SENDFILE = re.compile(r"^\d+ +sendfile\(\d+<[^>]*>, \d+<(?P<path>[^>]*)>, .*\) = (?P<sent>\d+)$")
+SENDFILE = re.compile(r"^\d+ +sendfile\(\d+<[^>]*>, \d+<(?P<path>[^>]*)>(?:\(deleted\))?, "
+                      r".*\) = (?P<sent>\d+)$")
 
 
 def sendfile_totals(trace: Path) -> dict[str, int]:
@@ -434,6 +441,42 @@ async def test_disk_tier_hits_leave_by_sendfile(media_copy: Path, tmp_path: Path
     totals = sendfile_totals(trace)
     assert totals.get(str(stored)) == len(body) - CHECKED_TAIL, totals
     assert not [path for path in totals if path.endswith(rel)], totals
+
+
+async def test_memory_hits_leave_by_sendfile_from_a_memory_file(media_copy: Path,
+                                                                 tmp_path: Path) -> None:
+    """A large segment kept in memory lives in a memfd, and its hits go to the socket by
+    ``sendfile(2)`` from it, whole; a Range request on it is answered from the same bytes.
+    The control, in the same trace: a segment under ``MEMORY_FILE_MIN`` is kept as bytes
+    and written, never sendfile'd."""
+    trace = tmp_path / "sendfile.trace"
+    large, small = "video-720p/seg-00002.m4s", "audio-en/seg-00002.m4s"
+    server = start_origin(media_copy, tmp_path / "state", *DEBUG,
+                          wrapper=("strace", "-f", "-qq", "-y", "-e", "trace=sendfile",
+                                   "-o", str(trace)))
+    try:
+        async with session() as s:
+            _, headers, body = await get(s, segment_url(server, "cenc", large))
+            hits = [await get(s, segment_url(server, "cenc", large)) for _ in range(3)]
+            status, _, part = await get(s, segment_url(server, "cenc", large),
+                                        Range="bytes=100-199")
+            _, _, audio = await get(s, segment_url(server, "cenc", small))
+            _, _, audio_again = await get(s, segment_url(server, "cenc", small))
+        assert len(body) >= MEMORY_FILE_MIN > len(audio)
+        assert [(h[0], h[2], h[1]["ETag"]) for h in hits] == [(200, body, headers["ETag"])] * 3
+        assert all(h[1]["Content-Length"] == str(len(body)) for h in hits)
+        assert (status, part) == (206, body[100:200])
+        assert audio_again == audio
+        assert productions(server) == 2
+    finally:
+        (origin_pid,) = child_pids(server.proc.pid)  # SIGTERM to strace would detach it
+        os.kill(origin_pid, signal.SIGTERM)
+        server.proc.wait(timeout=30)
+        server.stop()
+    totals = sendfile_totals(trace)
+    memory = {path: sent for path, sent in totals.items() if path.startswith("/memfd:")}
+    assert sum(memory.values()) == 4 * len(body), totals  # the miss and the three hits
+    assert set(totals) == set(memory), totals
 
 
 async def test_disk_tier_evicts_by_total_size(media_copy: Path, tmp_path: Path) -> None:
@@ -551,6 +594,37 @@ async def test_disk_write_errors_fall_back_to_memory(
 
 
 # --- the parts, in-process -----------------------------------------------------------------
+
+
+def is_memory_file(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:origin-segment")
+    except FileNotFoundError:
+        return False
+
+
+def test_memory_file_closes_when_the_last_reference_goes() -> None:
+    """The cache's entry and a response in flight each hold a ``MemoryFile``: eviction drops
+    one reference, and the descriptor closes only with the last (never under a send)."""
+    live = MemoryFile.live
+    body = os.urandom(300_000)
+    kept = write_memory_file(body)
+    fd = kept.fd
+    assert is_memory_file(fd)
+    assert read_memory_file(kept) == body and len(kept) == len(body)
+    assert MemoryFile.live == live + 1 and "300000 bytes" in repr(kept)
+    lru = ByteLru(8 * (len(body) + 1000))
+    assert lru.put("s1", StoredFile(kept, '"e"'))
+    in_flight = lru.get("s1")
+    assert in_flight is not None
+    del kept
+    lru.put("s2", Stored(bytes(8 * len(body)), '"big"'))  # refused: too large
+    for n in range(8):  # evicts s1
+        lru.put(f"x{n}", Stored(bytes(len(body)), f'"{n}"'))
+    assert lru.get("s1") is None
+    assert is_memory_file(fd)  # the response still sends from it
+    del in_flight
+    assert not is_memory_file(fd) and MemoryFile.live == live
 
 
 def test_byte_lru_counts_bodies_and_keeps_its_budget() -> None:

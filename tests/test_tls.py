@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.padding import PKCS7
 from cryptography.x509.oid import NameOID
 
 from origin.config import TlsFiles
+from origin.http.memory_file import MEMORY_FILE_MIN
 from origin.tls import TlsConfigError, key_file_warning, server_context
 from tests.conftest import DEMO, ROOT, RunningOrigin, start_origin
 
@@ -188,6 +189,29 @@ async def test_playlist_segment_and_key_over_https(tls_origin: RunningOrigin,
     assert not decrypts_to(encrypted, bytes(16), iv, clear)  # control: another key
     aes = next(s for s in context["key_systems"] if s["name"] == "aes128")
     assert aes["key_url"].startswith(base + "/license/aes128/")
+
+
+async def test_cached_segment_from_a_memory_file_over_https(tls_origin: RunningOrigin,
+                                                            pki: Pki) -> None:
+    """A segment large enough to be cached in a memory file (sent by ``sendfile`` over plain
+    TCP) goes through the TLS layer instead: its miss and its hit both decrypt to the clear
+    segment."""
+    base = tls_origin.base
+    rel = "video-720p/seg-00002.m4s"
+    connector = aiohttp.TCPConnector(ssl=client_context(pki.ca_file))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.get(f"{base}/hls/demo/aes128/video-720p/index.m3u8") as resp:
+            key_uri, iv = segment_key(await resp.text(), "seg-00002.m4s")
+        answers = []
+        for _ in range(2):  # the miss, then the hit
+            async with session.get(f"{base}/hls/demo/aes128/{rel}") as resp:
+                assert resp.status == 200
+                answers.append(await resp.read())
+        async with session.get(base + key_uri) as resp:
+            key = await resp.read()
+    clear = (DEMO / rel).read_bytes()
+    assert len(clear) >= MEMORY_FILE_MIN
+    assert [aes128_decrypt(body, key, iv) for body in answers] == [clear, clear]
 
 
 async def test_handshake_version_and_alpn(tls_origin: RunningOrigin, pki: Pki) -> None:

@@ -18,6 +18,8 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from origin.http.memory_file import MemoryFile
+
 ENTRY_OVERHEAD = 256
 MAX_ENTRY_FRACTION = 8
 
@@ -31,6 +33,18 @@ class Stored:
     fresh_until: float = math.inf
 
 
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """One cached segment body in a ``MemoryFile`` (sent by ``sendfile``), its strong ETag."""
+
+    body: MemoryFile
+    etag: str
+    fresh_until: float = math.inf
+
+
+Entry = Stored | StoredFile
+
+
 class ByteLru:
     def __init__(self, budget: int) -> None:
         if budget <= 0:
@@ -40,7 +54,7 @@ class ByteLru:
         self.used_bytes = 0
         self.peak_bytes = 0
         self.evictions = 0
-        self._entries: OrderedDict[str, tuple[Stored, int]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Entry, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -50,10 +64,10 @@ class ByteLru:
                 f"{self.budget} bytes)")
 
     @staticmethod
-    def cost(value: Stored) -> int:
+    def cost(value: Entry) -> int:
         return len(value.body) + len(value.etag) + ENTRY_OVERHEAD
 
-    def get(self, key: str) -> Stored | None:
+    def get(self, key: str) -> Entry | None:
         """The value under ``key`` (now the most recently used), or None."""
         found = self._entries.get(key)
         if found is None:
@@ -61,7 +75,7 @@ class ByteLru:
         self._entries.move_to_end(key)
         return found[0]
 
-    def put(self, key: str, value: Stored) -> bool:
+    def put(self, key: str, value: Entry) -> bool:
         """Store ``value``; False (and nothing stored) when it is too large for this budget."""
         cost = self.cost(value)
         if cost > self.max_entry:

@@ -14,10 +14,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiofiles
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from origin.errors import MalformedMedia, NotFound
+from origin.http.byte_lru import Stored, StoredFile
 from origin.http.cache_headers import (
     MANIFEST_CACHE_CONTROL,
     SEGMENT_CACHE_CONTROL,
@@ -26,6 +29,7 @@ from origin.http.cache_headers import (
 from origin.http.catalog_service import CatalogService
 from origin.http.intact_file import IntactFileResponse
 from origin.http.key_client import KeyClient
+from origin.http.memory_file import MemoryFileResponse, read_memory_file
 from origin.http.playback_query import PlaybackQuery, parse_playback_query
 from origin.http.ranges import respond_bytes
 from origin.http.segment_cache import (
@@ -145,6 +149,14 @@ async def serve_protected_segment(request: web.Request, asset: Asset, file: Medi
             return StoredFileResponse(found.path, found.etag, {
                 "Content-Type": file.content_type, "Cache-Control": SEGMENT_CACHE_CONTROL})
         found = await cache.read_disk(job, found)
+    if isinstance(found, StoredFile):
+        if hdrs.RANGE not in request.headers:  # Range and If-Range: from the bytes, below
+            return MemoryFileResponse(found.body, content_type=file.content_type, headers={
+                hdrs.ETAG: found.etag, hdrs.CACHE_CONTROL: SEGMENT_CACHE_CONTROL,
+                hdrs.ACCEPT_RANGES: "bytes"})
+        loop = asyncio.get_running_loop()
+        found = Stored(await loop.run_in_executor(None, read_memory_file, found.body),
+                       found.etag)
     return respond_bytes(request, found.body, content_type=file.content_type, etag=found.etag,
                          cache_control=SEGMENT_CACHE_CONTROL)
 

@@ -6,6 +6,8 @@ Rules:
   (``packaging.segments.segment_etag``: scheme, key id, path, the sources'
   stamps, the init section's stamp, an init's signalling), and rewritten
   manifests under a digest of everything that shapes them (``manifest_key``);
+  large segment bodies are kept in anonymous memory files that hits send by
+  ``sendfile`` (``StoredFile``, ``origin.http.memory_file``);
   an entry larger than 1/8 of the budget is not kept;
 - disk (``--cache-dir``, ``--cache-disk-bytes``): each segment body is written
   once, on its first production, and later hits go out from the file
@@ -27,6 +29,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import time
@@ -39,8 +42,9 @@ from aiohttp import web
 
 from origin.config import CacheSettings
 from origin.errors import OriginError
-from origin.http.byte_lru import ByteLru, Stored
+from origin.http.byte_lru import ENTRY_OVERHEAD, ByteLru, Entry, Stored, StoredFile
 from origin.http.disk_store import DiskStore, file_name
+from origin.http.memory_file import memory_file_wanted, write_memory_file
 from origin.http.metrics import BYTES_ENCRYPTED, CACHE_LOOKUPS
 from origin.http.playback_query import PlaybackQuery
 from origin.http.single_flight import SingleFlight
@@ -101,7 +105,8 @@ class SegmentCache:
         self.disk = (DiskStore(settings.disk_dir, settings.disk_bytes)
                      if self.enabled and settings.disk_dir is not None else None)
         self.stamps = SourceStamps() if self.enabled else SourceStamps(revalidate=0.0)
-        self._segments: SingleFlight[Stored] = SingleFlight()
+        self._segments: SingleFlight[Stored | StoredFile] = SingleFlight()
+        self._memory_file_failed = False
         self._manifests: SingleFlight[Stored] = SingleFlight()
         self._lookups = {
             (kind, tier, result): CACHE_LOOKUPS.labels(kind, tier, result)
@@ -134,7 +139,8 @@ class SegmentCache:
         stamps = await self.stamps.stamps(tuple(f.real_path for f in stamped_files(job)))
         return segment_etag(job, stamps[0], stamps[1] if len(stamps) > 1 else None)
 
-    async def segment(self, job: SegmentJob, etag: str | None) -> Stored | OnDisk:
+    async def segment(self, job: SegmentJob,
+                      etag: str | None) -> Stored | StoredFile | OnDisk:
         """The protected body of ``job``, whose sources give ``etag``: from memory, from
         disk, or produced (once for all concurrent callers).  Off: always produced."""
         if self.memory is None or etag is None:
@@ -154,7 +160,7 @@ class SegmentCache:
                 return found
         return await self._segments.run(key, lambda: self._produce_and_keep(job, etag))
 
-    async def read_disk(self, job: SegmentJob, stored: OnDisk) -> Stored:
+    async def read_disk(self, job: SegmentJob, stored: OnDisk) -> Stored | StoredFile:
         """The bytes of a body on disk (for requests a file response cannot answer)."""
         loop = asyncio.get_running_loop()
         try:
@@ -181,9 +187,22 @@ class SegmentCache:
                   len(segment.body))
         return segment
 
-    async def _produce_and_keep(self, job: SegmentJob, expected: str) -> Stored:
+    async def _produce_and_keep(self, job: SegmentJob, expected: str) -> Stored | StoredFile:
         segment = await self.produce(job)
-        stored = _stored(segment)
+        stored: Stored | StoredFile = _stored(segment)
+        size = len(segment.body)
+        if (self.memory is not None and memory_file_wanted(size)
+                and size + len(segment.etag) + ENTRY_OVERHEAD <= self.memory.max_entry):
+            loop = asyncio.get_running_loop()
+            try:
+                kept = await loop.run_in_executor(None, write_memory_file, segment.body)
+            except OSError as exc:  # no memory file (a file size limit, no fds): bytes
+                if not self._memory_file_failed:
+                    log.info("memory file not made (%s); keeping bodies as bytes",
+                             errno.errorcode.get(exc.errno or 0, type(exc).__name__))
+                self._memory_file_failed = True
+            else:
+                stored = StoredFile(kept, segment.etag)
         if segment.etag != expected:  # a source changed since it was stamped
             for file in stamped_files(job):
                 self.stamps.forget(file.real_path)
@@ -206,7 +225,7 @@ class SegmentCache:
         stamps = await self.stamps.stamps(sources) if sources else ()
         key = "m" + manifest_key(*parts, stamps)
         found = self._memory_lookup("manifest", key)
-        if found is not None:
+        if isinstance(found, Stored):  # never a StoredFile: only segments are kept in files
             return found
         return await self._manifests.run(key, lambda: self._build_and_keep(key, build,
                                                                             fresh_for))
@@ -219,7 +238,7 @@ class SegmentCache:
             self.memory.put(key, stored)
         return stored
 
-    def _memory_lookup(self, kind: str, key: str) -> Stored | None:
+    def _memory_lookup(self, kind: str, key: str) -> Entry | None:
         assert self.memory is not None
         found = self.memory.get(key)
         if found is not None and found.fresh_until <= time.monotonic():
