@@ -15,31 +15,17 @@ import aiohttp
 from aiohttp import web
 
 from origin.config import OriginSettings
-from origin.http.cache_headers import forbid_storing_errors
 from origin.http.catalog_routes import healthz, list_assets
 from origin.http.catalog_service import CatalogService
 from origin.http.dash_routes import serve_dash
 from origin.http.hls_routes import CATALOG, KEYS, PUBLIC_URL, serve_hls
 from origin.http.key_client import KeyClient, make_license_session
 from origin.http.license_proxy import proxy_license_request
-from origin.http.metrics import (
-    METRICS_CONFIG,
-    MetricsConfig,
-    check_value_mode,
-    metrics_middleware,
-    record_response,
-)
+from origin.http.metrics import METRICS_CONFIG, MetricsConfig, check_value_mode
 from origin.http.metrics_routes import serve_metrics
-from origin.http.middleware import (
-    CORS_ORIGINS,
-    Handler,
-    add_cors_headers,
-    error_middleware,
-    preflight_middleware,
-)
+from origin.http.middleware import CORS_ORIGINS, Handler, front_door, response_finisher
 from origin.http.playback_routes import playback_context
 from origin.http.rate_limit import license_rate_limit
-from origin.http.request_shape import refuse_body_without_meaning
 from origin.http.segment_cache import segment_cache_ctx
 from origin.http.web_routes import WEB_DIR, player_page, web_file
 
@@ -100,19 +86,14 @@ def _healthz_naming(pid: int) -> Handler:
     return healthz_of_worker
 
 
-async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-
-
 def build_app(settings: OriginSettings, metrics: MetricsConfig | None = None) -> web.Application:
     metrics = metrics if metrics is not None else MetricsConfig()
     check_value_mode(metrics)
     rate_limit = license_rate_limit(settings.limits)
-    app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, refuse_body_without_meaning,
-                     *([rate_limit] if rate_limit is not None else []), preflight_middleware],
-        client_max_size=settings.max_license_body,
-    )
+    # One middleware and one response hook (``origin.http.middleware``): metrics stamp,
+    # errors, request shape, rate limit, preflight; CORS, nosniff, no-store, metrics count.
+    app = web.Application(middlewares=[front_door(rate_limit)],
+                          client_max_size=settings.max_license_body)
     app[SETTINGS] = settings
     app[METRICS_CONFIG] = metrics
     app[CORS_ORIGINS] = settings.cors_origins
@@ -120,10 +101,7 @@ def build_app(settings: OriginSettings, metrics: MetricsConfig | None = None) ->
     app.cleanup_ctx.append(_catalog_ctx)
     app.cleanup_ctx.append(_license_ctx)
     app.cleanup_ctx.append(segment_cache_ctx(settings.cache))
-    app.on_response_prepare.append(add_cors_headers)
-    app.on_response_prepare.append(_security_headers)
-    app.on_response_prepare.append(forbid_storing_errors)
-    app.on_response_prepare.append(record_response)
+    app.on_response_prepare.append(response_finisher(settings.cors_origins))
     app[WEB_DIR] = settings.web_dir
     app.router.add_get("/", player_page)
     app.router.add_get("/web/{name}", web_file)

@@ -15,8 +15,9 @@ Rules:
   players, while a key rotation or a replaced source reaches players within
   seconds; revalidation is a 304;
 - error responses (4xx, 5xx): ``no-store`` — never kept, not even the
-  heuristically cacheable 404/405/410/414/501 (§4.2.2); set in one
-  ``on_response_prepare`` hook, whatever produced the error.
+  heuristically cacheable 404/405/410/414/501 (§4.2.2); set in the app's one
+  ``on_response_prepare`` hook (``origin.http.middleware.response_finisher``),
+  whatever produced the error.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def manifest_cache_control(carries_token: bool) -> str:
     return PRIVATE_MANIFEST_CACHE_CONTROL if carries_token else MANIFEST_CACHE_CONTROL
 
 
-async def forbid_storing_errors(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare`` hook: every 4xx/5xx goes out ``Cache-Control: no-store``."""
+def forbid_storing_errors(response: web.StreamResponse) -> None:
+    """Every 4xx/5xx goes out ``Cache-Control: no-store`` (called while it is prepared)."""
     if response.status >= 400:
         response.headers["Cache-Control"] = ERROR_CACHE_CONTROL

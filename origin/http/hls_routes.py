@@ -29,9 +29,11 @@ from origin.http.cache_headers import (
 from origin.http.catalog_service import CatalogService
 from origin.http.intact_file import IntactFileResponse
 from origin.http.key_client import KeyClient
+from origin.http.manifest_response import respond_manifest
 from origin.http.memory_file import MemoryFileResponse, read_memory_file
 from origin.http.playback_query import PlaybackQuery, parse_playback_query
 from origin.http.ranges import respond_bytes
+from origin.http.recent_manifests import manifest_shape
 from origin.http.segment_cache import (
     SEGMENT_CACHE,
     OnDisk,
@@ -73,11 +75,7 @@ async def serve_hls(request: web.Request) -> web.StreamResponse:
         request.match_info["asset"], request.match_info["tail"]
     )
     if file.kind is MediaKind.PLAYLIST:
-        query = parse_playback_query(request.query)
-        if not scheme.encrypted and not query.filter.active:
-            return serve_clear_file(file)
-        drm = await drm_context(request, asset, query) if scheme.encrypted else None
-        return await serve_playlist(request, asset, file, scheme, drm, query)
+        return await serve_playlist(request, asset, file, scheme)
     if not scheme.encrypted or file.kind is MediaKind.SUBTITLE:
         return serve_clear_file(file)
     if file.kind not in ENCRYPTABLE:
@@ -90,17 +88,37 @@ async def drm_context(request: web.Request, asset: Asset,
                       query: PlaybackQuery | None = None) -> DrmContext:
     """The asset's key (from the licence module) and this request's signalling context."""
     config = asset.config.require_valid()
-    key = await request.app[KEYS].asset_key(asset.name)
+    keys = request.app[KEYS]
+    key = keys.cached_key(asset.name)
+    if key is None:
+        key = await keys.asset_key(asset.name)
     if query is None:
         return DrmContext(key, config.key_systems, public_base(request))
     return DrmContext(key, config.key_systems, public_base(request),
                       selection=query.key_selection, license_query=query.license_query)
 
 
-async def serve_playlist(request: web.Request, asset: Asset, file: MediaFile, scheme: Scheme,
-                         drm: DrmContext | None, query: PlaybackQuery) -> web.Response:
-    """A rewritten playlist, cached under its source's stamp and everything else that shapes
-    it: asset, path, scheme, whether it leads to MPEG-TS, signalling, the normalised query."""
+async def serve_playlist(request: web.Request, asset: Asset, file: MediaFile,
+                         scheme: Scheme) -> web.StreamResponse:
+    """A playlist: as it is when clear and unfiltered, else rewritten and cached under its
+    source's stamp and everything else that shapes it (asset, path, scheme, whether it
+    leads to MPEG-TS, signalling, the normalised query).  A repeated request finds its
+    cached answer from its shape first (:mod:`origin.http.recent_manifests`)."""
+    cache = request.app[SEGMENT_CACHE]
+    sources = (file.real_path,)
+    generation = request.app[CATALOG].generation
+    content_key = request.app[KEYS].cached_key(asset.name) if scheme.encrypted else None
+    shape = manifest_shape("hls", asset.name, file.rel, scheme.value, public_base(request),
+                           request.rel_url.raw_query_string)
+    if content_key is not None or not scheme.encrypted:
+        recent = await cache.recent_manifest(shape, generation, content_key, sources)
+        if recent is not None:
+            return respond_manifest(request, recent[0], content_type=file.content_type,
+                                    cache_control=recent[1])
+    query = parse_playback_query(request.query)
+    if not scheme.encrypted and not query.filter.active:
+        return serve_clear_file(file)
+    drm = await drm_context(request, asset, query) if scheme.encrypted else None
 
     async def build() -> bytes:
         text = edit_playlist(await read_playlist(file), file.rel, scheme, drm, asset, query)
@@ -108,9 +126,11 @@ async def serve_playlist(request: web.Request, asset: Asset, file: MediaFile, sc
 
     parts = ("hls", asset.name, file.rel, scheme.value, file.rel in asset.transport_stream,
              signalling_parts(drm), query_parts(query))
-    stored = await request.app[SEGMENT_CACHE].manifest(parts, build, sources=(file.real_path,))
-    return respond_bytes(request, stored.body, content_type=file.content_type, etag=stored.etag,
-                         cache_control=manifest_cache_control(bool(query.token_items)))
+    cache_control = manifest_cache_control(bool(query.token_items))
+    stored = await cache.manifest(parts, build, sources=sources, recall=(
+        shape, generation, drm.key if drm is not None else None, cache_control))
+    return respond_manifest(request, stored, content_type=file.content_type,
+                            cache_control=cache_control)
 
 
 def edit_playlist(text: str, rel: str, scheme: Scheme, drm: DrmContext | None, asset: Asset,

@@ -76,11 +76,19 @@ class KeyClient:
     def __repr__(self) -> str:
         return f"KeyClient({self._endpoint.base_url!r}, ttl={self._ttl})"
 
-    async def asset_key(self, asset: str) -> ContentKey:
-        """The content key the origin encrypts ``asset`` with."""
+    def cached_key(self, asset: str) -> ContentKey | None:
+        """The content key of ``asset`` if one is cached and within its TTL, else None
+        (no I/O: callers on a hot path try this before awaiting ``asset_key``)."""
         cached = self._cache.get(asset)
         if cached is not None and cached.expires > time.monotonic():
             return cached.key
+        return None
+
+    async def asset_key(self, asset: str) -> ContentKey:
+        """The content key the origin encrypts ``asset`` with."""
+        cached = self.cached_key(asset)
+        if cached is not None:
+            return cached
         pending = self._inflight.get(asset)
         if pending is not None:
             return await asyncio.shield(pending)

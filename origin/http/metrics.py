@@ -3,9 +3,13 @@
 Labels never carry a token, a key, a query string or a raw path: routes are the
 route's template (``/hls/{asset}/{scheme}/{tail}``; ``unmatched`` when no route
 matched), schemes come from the ``Scheme`` enum (``none`` on routes without one,
-``unknown`` for any other text), statuses are numbers.  ``metrics_middleware`` stamps
-each request's start and ``record_response`` (an ``on_response_prepare`` hook)
-counts it once its status is known.
+``unknown`` for any other text), statuses are numbers.  The front door middleware
+(``origin.http.middleware``) stamps each request's start (``stamp_request``) and
+``count_response`` (called from the app's one ``on_response_prepare`` hook) counts it
+once its status is known.  Every request is counted, none sampled: the labelled
+children of ``REQUESTS`` and ``LATENCY`` are bound once per (route, scheme, status)
+and kept (a bounded set: templates, the ``Scheme`` values, the statuses the origin
+answers), so a request costs one counter increment and one histogram observation.
 
 Workers and prometheus_client's multiprocess mode: prometheus_client chooses how
 metric values are stored when ``prometheus_client`` is first imported, from the
@@ -32,7 +36,6 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client import values as prometheus_values
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from origin.http.middleware import Handler
 from origin.packaging.scheme import Scheme
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -96,22 +99,34 @@ def route_labels(request: web.Request) -> tuple[str, str]:
     return route, scheme if scheme in _SCHEMES else UNKNOWN_SCHEME
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Stamp the request's start; ``record_response`` counts it when its response is
-    prepared (errors included: the error middleware sits inside this one)."""
+_RequestChildren = tuple[Counter, Histogram]
+_BOUND: dict[tuple[str, str, int], _RequestChildren] = {}
+
+
+def _children(route: str, scheme: str, status: int) -> _RequestChildren:
+    """``REQUESTS`` and ``LATENCY`` bound to these labels, bound once (module docstring)."""
+    found = _BOUND.get((route, scheme, status))
+    if found is None:
+        found = _BOUND[route, scheme, status] = (REQUESTS.labels(route, scheme, str(status)),
+                                                 LATENCY.labels(route, scheme))
+    return found
+
+
+def stamp_request(request: web.Request) -> None:
+    """Note when ``request`` started (the front door middleware calls it first)."""
     request[REQUEST_STARTED] = time.perf_counter()
-    return await handler(request)
 
 
-async def record_response(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare`` hook: count the request and observe its latency."""
+def count_response(request: web.Request, response: web.StreamResponse) -> None:
+    """Count the request and observe its latency, now that its response is being prepared
+    (called from the app's ``on_response_prepare`` hook)."""
     started = request.get(REQUEST_STARTED)
     if started is None:  # never passed the middleware (aiohttp's own early errors)
         return
     route, scheme = route_labels(request)
-    REQUESTS.labels(route, scheme, str(response.status)).inc()
-    LATENCY.labels(route, scheme).observe(time.perf_counter() - started)
+    requests, latency = _children(route, scheme, response.status)
+    requests.inc()
+    latency.observe(time.perf_counter() - started)
 
 
 def render_metrics(multiprocess_dir: Path | None) -> bytes:

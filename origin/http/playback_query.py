@@ -15,6 +15,7 @@ Rules (DESIGN "URLs"):
   work by then and is not repeated.
 - Values are re-encoded with ``urlencode``, so no caller text can break the
   playlist or XML syntax.  Repeated parameters: the first wins.
+- A request without a query gets the one shared ``NO_QUERY`` (nothing to parse).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class PlaybackQuery:
     @property
     def license_query(self) -> str:
         """The token parameters, URL-encoded, for licence URLs."""
-        return urlencode(self.token_items)
+        return urlencode(self.token_items) if self.token_items else ""
 
     @property
     def media_playlist_query(self) -> str:
@@ -51,8 +52,13 @@ class PlaybackQuery:
         return urlencode(items)
 
 
+NO_QUERY = PlaybackQuery()
+
+
 def parse_playback_query(query: Mapping[str, str]) -> PlaybackQuery:
     """The playback parameters of a request's query; ``BadRequest`` names a bad one."""
+    if not query:
+        return NO_QUERY
     tokens = []
     for name in TOKEN_PARAMS:
         value = query.get(name)

@@ -8,7 +8,8 @@ Rules:
   route reads a file or the licence module is asked.  aiohttp drains (for at most its
   ``lingering_time``) or drops the body it did not read.
 
-Place ``refuse_body_without_meaning`` inside ``error_middleware``: it raises ``BadRequest``.
+The front door middleware (``origin.http.middleware``) calls ``refuse_body_without_meaning``
+inside its error handling: it raises ``BadRequest``.
 """
 
 from __future__ import annotations
@@ -16,14 +17,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from origin.errors import BadRequest
-from origin.http.middleware import Handler
 
 BODILESS_METHODS = frozenset({"GET", "HEAD"})
 
 
-@web.middleware
-async def refuse_body_without_meaning(request: web.Request,
-                                      handler: Handler) -> web.StreamResponse:
+def refuse_body_without_meaning(request: web.Request) -> None:
+    """Raise ``BadRequest`` for a ``GET``/``HEAD`` that carries a body (module rules)."""
     if request.method in BODILESS_METHODS and request.body_exists:
         raise BadRequest(f"a {request.method} request carries no body")
-    return await handler(request)

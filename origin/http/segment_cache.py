@@ -22,6 +22,9 @@ Rules:
   flight: every request produces (the benchmark's cache-miss runs);
 - tokens shape manifest bodies but are kept only inside digests, never in a
   key, log line or repr;
+- a repeated manifest request finds its cached body from its own words, without
+  working out its cache key again (``recent_manifest``,
+  :mod:`origin.http.recent_manifests`);
 - one event loop owns the cache; stat, encryption and file writes run in the
   default executor.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import hashlib
 import logging
 import time
@@ -41,15 +45,18 @@ from typing import Any
 from aiohttp import web
 
 from origin.config import CacheSettings
+from origin.crypto.key import ContentKey
 from origin.errors import OriginError
 from origin.http.byte_lru import ENTRY_OVERHEAD, ByteLru, Entry, Stored, StoredFile
 from origin.http.disk_store import DiskStore, file_name
 from origin.http.memory_file import memory_file_wanted, write_memory_file
 from origin.http.metrics import BYTES_ENCRYPTED, CACHE_LOOKUPS
-from origin.http.playback_query import PlaybackQuery
+from origin.http.playback_query import NO_QUERY, PlaybackQuery
+from origin.http.recent_manifests import ManifestShape, RecentAnswer, RecentManifests
 from origin.http.single_flight import SingleFlight
 from origin.http.source_stamps import SourceStamps
 from origin.packaging.drm import DrmContext
+from origin.packaging.key_system import KeySystem
 from origin.packaging.segments import (
     ProtectedSegment,
     SegmentJob,
@@ -61,7 +68,11 @@ from origin.packaging.segments import (
 log = logging.getLogger("origin.cache")
 
 ManifestPart = str | int | bool | None | tuple["ManifestPart", ...]
+MANIFEST_KEYS_REMEMBERED = 4096
 Build = Callable[[], Coroutine[Any, Any, bytes]]
+# What a manifest answer is remembered under and made from: the request shape, the catalog
+# generation, the content key (None: clear), the answer's Cache-Control.
+Recall = tuple[ManifestShape, int, ContentKey | None, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,23 +90,43 @@ def body_etag(body: bytes | bytearray) -> str:
 
 def signalling_parts(drm: DrmContext | None) -> ManifestPart:
     """What of a ``DrmContext`` shapes a manifest: the key id, the asset's key systems, the
-    public base of licence URLs, the key-system selection and the caller's token."""
+    public base of licence URLs, the key-system selection and a digest of the caller's
+    token."""
     if drm is None:
         return None
     selection = drm.selection.query_value() if drm.selection is not None else None
-    return (drm.key.kid_hex, tuple(s.value for s in drm.systems), drm.public_base, selection,
-            drm.license_query)
+    return (drm.key.kid_hex, _system_names(drm.systems), drm.public_base, selection,
+            _token_digest(drm.license_query))
 
 
 def query_parts(query: PlaybackQuery) -> ManifestPart:
-    """The normalised query that shapes a manifest: tokens, key systems, filter parameters."""
+    """The normalised query that shapes a manifest: a digest of its tokens, key systems,
+    filter parameters."""
+    if query is NO_QUERY:
+        return _NO_QUERY_PARTS
     selection = query.key_selection.query_value() if query.key_selection is not None else None
-    return (query.token_items, selection, tuple(query.filter.query_items()))
+    tokens = _token_digest(repr(query.token_items)) if query.token_items else ""
+    return (tokens, selection, tuple(query.filter.query_items()))
 
 
+@functools.lru_cache(maxsize=MANIFEST_KEYS_REMEMBERED)
 def manifest_key(*parts: ManifestPart) -> str:
-    """A digest of a manifest's inputs (unambiguous: ``repr`` of the tuple)."""
+    """A digest of a manifest's inputs (unambiguous: ``repr`` of the tuple; every part is a
+    str, int, bool, None or tuple of them, each in a place of its own type).  Remembered
+    for the ``MANIFEST_KEYS_REMEMBERED`` latest inputs, which hold token digests only."""
     return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _system_names(systems: tuple[KeySystem, ...]) -> tuple[str, ...]:
+    return tuple([s._value_ for s in systems])  # ``_value_``: ``.value`` without the property
+
+
+def _token_digest(text: str) -> str:
+    """A digest standing for the caller's token in a manifest's inputs ("" for none)."""
+    return hashlib.sha256(text.encode()).hexdigest() if text else ""
+
+
+_NO_QUERY_PARTS = query_parts(PlaybackQuery())
 
 
 class SegmentCache:
@@ -108,6 +139,7 @@ class SegmentCache:
         self._segments: SingleFlight[Stored | StoredFile] = SingleFlight()
         self._memory_file_failed = False
         self._manifests: SingleFlight[Stored] = SingleFlight()
+        self.recent = RecentManifests()
         self._lookups = {
             (kind, tier, result): CACHE_LOOKUPS.labels(kind, tier, result)
             for kind in ("segment", "manifest") for tier in ("memory", "disk")
@@ -216,19 +248,48 @@ class SegmentCache:
     # --- manifests --------------------------------------------------------------------------
 
     async def manifest(self, parts: tuple[ManifestPart, ...], build: Build, *,
-                       sources: tuple[str, ...] = (), fresh_for: float | None = None) -> Stored:
+                       sources: tuple[str, ...] = (), fresh_for: float | None = None,
+                       recall: Recall | None = None) -> Stored:
         """A rewritten manifest: cached under ``parts`` plus the stamps of the ``sources``
         files it is made from; ``fresh_for`` seconds at most when its sources are not all
-        listed (a generated MPD reads many files)."""
+        listed (a generated MPD reads many files).  With ``recall`` (a request shape and
+        what else the answer was made from), the answer is remembered for
+        ``recent_manifest`` (:mod:`origin.http.recent_manifests`)."""
         if self.memory is None:
             return Stored(body := await build(), body_etag(body))
         stamps = await self.stamps.stamps(sources) if sources else ()
         key = "m" + manifest_key(*parts, stamps)
         found = self._memory_lookup("manifest", key)
         if isinstance(found, Stored):  # never a StoredFile: only segments are kept in files
-            return found
-        return await self._manifests.run(key, lambda: self._build_and_keep(key, build,
-                                                                            fresh_for))
+            stored = found
+        else:
+            stored = await self._manifests.run(key, lambda: self._build_and_keep(key, build,
+                                                                                  fresh_for))
+        if recall is not None:
+            shape, generation, content_key, cache_control = recall
+            self.recent.remember(shape, RecentAnswer(generation, content_key, stamps, key,
+                                                     cache_control))
+        return stored
+
+    async def recent_manifest(self, shape: ManifestShape, generation: int,
+                              content_key: ContentKey | None,
+                              sources: tuple[str, ...] = ()) -> tuple[Stored, str] | None:
+        """The cached body last answered for ``shape`` and its ``Cache-Control``, when it
+        was made in this catalog ``generation`` with this ``content_key`` from sources
+        whose stamps have not changed, and is still cached and fresh; else None, and
+        nothing counted (the caller's ``manifest`` counts its own lookup)."""
+        if self.memory is None:
+            return None
+        answer = self.recent.recall(shape, generation, content_key)
+        if answer is None:
+            return None
+        if sources and await self.stamps.stamps(sources) != answer.stamps:
+            return None
+        found = self.memory.get(answer.cache_key)
+        if not isinstance(found, Stored) or found.fresh_until <= time.monotonic():
+            return None
+        self._lookups["manifest", "memory", "hit"].inc()
+        return found, answer.cache_control
 
     async def _build_and_keep(self, key: str, build: Build, fresh_for: float | None) -> Stored:
         body = await build()
