@@ -4,10 +4,9 @@ For each segment size from 64 KiB to 8 MiB, single-threaded, MB/s of segment
 bytes for
 
 - AES-128 whole segment (``METHOD=AES-128``):
-  ``origin.crypto.aes128.encrypt_segment_in_place(key, iv, buf, size)`` — AES-128-CBC
-  with PKCS#7 in the buffer the source was read into, as ``produce_segment`` does
-  (the spare bytes are restored before each call); the allocation of that buffer is
-  the read's, counted in the HTTP benchmark, as openssl speed reuses its buffer;
+  ``origin.crypto.aes128.encrypt_segment_into(key, iv, data, out)`` — AES-128-CBC
+  with PKCS#7 from the buffer the source was read into into a reused output buffer,
+  as ``produce_segment`` does (openssl speed reuses its buffers too);
 - cbcs fragment protection: ``origin.crypto.cbcs.encrypt_cbcs`` in place on a
   video-like layout (samples of 5–60 KB, ~30 clear bytes each, 1:9 pattern —
   ``protect_cipher.video_layout``);
@@ -47,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from origin.crypto.aes128 import IN_PLACE_SPARE, encrypt_segment_in_place  # noqa: E402
+from origin.crypto.aes128 import encrypt_segment_into, output_room  # noqa: E402
 from origin.crypto.cbcs import encrypt_cbcs  # noqa: E402
 from origin.crypto.cenc import encrypt_cenc  # noqa: E402
 
@@ -116,23 +115,18 @@ def time_batch(run: Run, reps: int) -> float:
     return time.perf_counter() - start
 
 
-def restore_spare(buf: bytearray, size: int) -> bytearray:
-    """``buf`` back to ``size`` bytes plus the spare (the last call trimmed it)."""
-    buf[size:] = bytes(IN_PLACE_SPARE)
-    return buf
-
-
 def cipher_runs(size: int) -> tuple[dict[str, Run], dict[str, float]]:
     """The three ciphers on one ``size``-byte segment, and the AES share of cbcs/cenc."""
     rng = random.Random(size)
     key, iv = os.urandom(16), os.urandom(16)
     data = os.urandom(size)
     buf = bytearray(data)
-    plain = bytearray(data) + bytearray(IN_PLACE_SPARE)
+    plain = memoryview(bytearray(data))
+    out = bytearray(output_room(size))
     layout = video_layout(size, rng)
     ivs = [os.urandom(8) for _ in layout]
     runs: dict[str, Run] = {
-        "aes128": lambda: encrypt_segment_in_place(key, iv, restore_spare(plain, size), size),
+        "aes128": lambda: encrypt_segment_into(key, iv, plain, out),
         "cbcs": lambda: encrypt_cbcs(key, iv, buf, layout, crypt=1, skip=9),
         "cenc": lambda: encrypt_cenc(key, buf, layout, ivs),
     }
@@ -229,7 +223,7 @@ def write_results(
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "benchmark": "segment ciphers by size: origin.crypto.aes128."
-        "encrypt_segment_in_place (whole segment), encrypt_cbcs (1:9) and encrypt_cenc on "
+        "encrypt_segment_into (whole segment), encrypt_cbcs (1:9) and encrypt_cenc on "
         "a video layout; openssl speed aes-128-cbc / aes-128-ctr at the same sizes",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "unit": "MB/s of segment bytes, MB = 10^6 bytes, single-threaded",

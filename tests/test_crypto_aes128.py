@@ -7,10 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from origin.crypto.aes128 import (
-    IN_PLACE_SPARE,
     decrypt_segment,
     encrypt_segment,
-    encrypt_segment_in_place,
+    encrypt_segment_into,
+    output_room,
     padded_size,
 )
 from origin.crypto.iv import derive_iv
@@ -68,17 +68,18 @@ def test_fast_path_equals_reference(key: bytes, iv: bytes, data: bytes) -> None:
 @settings(max_examples=60, deadline=None)
 @given(key=st.binary(min_size=16, max_size=16), iv=st.binary(min_size=16, max_size=16),
        data=st.binary(max_size=200), extra=st.integers(0, 40))
-def test_in_place_equals_reference(key: bytes, iv: bytes, data: bytes, extra: int) -> None:
-    """The origin's path: the read buffer (plaintext plus spare, any extra capacity
-    beyond) becomes the ciphertext, trimmed to its length."""
-    buf = bytearray(data) + bytearray(IN_PLACE_SPARE + extra)
-    fast = encrypt_segment_in_place(key, iv, buf, len(data))
-    assert fast is buf and fast == hls_aes128_encrypt(key, iv, data)
+def test_into_a_buffer_equals_reference(key: bytes, iv: bytes, data: bytes, extra: int) -> None:
+    """The origin's path: the ciphertext written into a reused buffer with room to spare
+    (any extra capacity beyond); the bytes past the ciphertext are not part of it."""
+    out = bytearray(b"\xaa" * (output_room(len(data)) + extra))
+    n = encrypt_segment_into(key, iv, memoryview(data), out)
+    assert n == padded_size(len(data))
+    assert out[:n] == hls_aes128_encrypt(key, iv, data)
 
 
-def test_in_place_refuses_a_buffer_without_spare() -> None:
-    with pytest.raises(ValueError, match="IN_PLACE_SPARE"):
-        encrypt_segment_in_place(bytes(16), bytes(16), bytearray(40), 40 - IN_PLACE_SPARE + 1)
+def test_into_refuses_a_buffer_without_room() -> None:
+    with pytest.raises(ValueError, match="output_room"):
+        encrypt_segment_into(bytes(16), bytes(16), bytes(40), bytearray(output_room(40) - 1))
 
 
 def test_large_segment_round_trips() -> None:

@@ -5,12 +5,12 @@ Rules (RFC 8216 §5.2, SPECS §2.2):
 - PKCS#7 padding, so the output is 1–16 bytes longer than the input;
 - the IV is 16 bytes; the origin always writes it explicitly (``IV=0x…``).
 
-Bytes in, bytes out — or, with ``encrypt_segment_in_place``, the plaintext's own
-buffer turned into the ciphertext (the origin reads each source into a fresh buffer
-with ``IN_PLACE_SPARE`` bytes to spare, so no output buffer is allocated and faulted in
-per segment).  OpenSSL does the whole segment in one call: no per-block Python loop;
-CBC encryption in place is safe because each output block is written after its input
-block is read.  Callers run it in an executor.
+Bytes in, bytes out.  :func:`encrypt_segment_into` writes the ciphertext into a buffer
+the caller owns (the origin passes a reused one, so no output buffer is allocated and
+faulted in per segment); the input and the output must not overlap (pyca/cryptography
+refuses overlapping buffers from 51.0 on).  OpenSSL does the whole segment in two
+calls — the whole blocks, then the last partial block with its padding — never a
+per-block Python loop.  Callers run it in an executor.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 BLOCK = 16
+UPDATE_SPARE = BLOCK - 1  # update_into wants this much room beyond its input
 
 
 def padded_size(size: int) -> int:
@@ -25,43 +26,38 @@ def padded_size(size: int) -> int:
     return (size // BLOCK + 1) * BLOCK
 
 
+def output_room(size: int) -> int:
+    """Bytes the output buffer of :func:`encrypt_segment_into` must hold for ``size``."""
+    return padded_size(size) + UPDATE_SPARE
+
+
+def encrypt_segment_into(key: bytes, iv: bytes, data: bytes | bytearray | memoryview,
+                         out: bytearray | memoryview) -> int:
+    """AES-128-CBC encrypt ``data`` with PKCS#7 padding into the start of ``out``, which
+    holds at least ``output_room(len(data))`` bytes and does not overlap ``data``;
+    returns the ciphertext's length (``padded_size(len(data))``)."""
+    if len(key) != 16 or len(iv) != 16:
+        raise ValueError("AES-128 needs a 16-byte key and a 16-byte IV")
+    size = len(data)
+    if len(out) < output_room(size):
+        raise ValueError("the output buffer needs output_room(size) bytes")
+    whole = size - size % BLOCK
+    pad = BLOCK - size % BLOCK
+    with memoryview(data) as src, memoryview(out) as dst:
+        last = bytes(src[whole:]) + bytes([pad]) * pad  # the final block, padded (§5.2)
+        enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+        n = enc.update_into(src[:whole], dst) if whole else 0
+        n += enc.update_into(last, dst[n:])
+    enc.finalize()
+    return n
+
+
 def encrypt_segment(key: bytes, iv: bytes, data: bytes | bytearray | memoryview) -> bytearray:
-    """AES-128-CBC encrypt ``data`` with PKCS#7 padding.
-
-    Writes straight into one preallocated buffer and returns it (no copy of the
-    output: at 8 MB segments the copies, not AES, set the speed).
-    """
-    if len(key) != 16 or len(iv) != 16:
-        raise ValueError("AES-128 needs a 16-byte key and a 16-byte IV")
-    pad = BLOCK - len(data) % BLOCK
-    out = bytearray(len(data) + pad + BLOCK - 1)
-    enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-    n = enc.update_into(data, out)
-    n += enc.update_into(bytes([pad]) * pad, memoryview(out)[n:])
-    enc.finalize()
-    del out[n:]  # drops the 15 spare bytes update_into needs; shrinks in place
+    """AES-128-CBC encrypt ``data`` with PKCS#7 padding into a fresh buffer."""
+    out = bytearray(output_room(len(data)))
+    n = encrypt_segment_into(key, iv, data, out)
+    del out[n:]  # drops the spare bytes update_into needs; shrinks in place
     return out
-
-
-IN_PLACE_SPARE = 2 * BLOCK - 1  # the padding (1–16) plus the 15 bytes update_into asks for
-
-
-def encrypt_segment_in_place(key: bytes, iv: bytes, buf: bytearray, size: int) -> bytearray:
-    """AES-128-CBC with PKCS#7 over ``buf[:size]``, in place: ``buf`` must hold at least
-    ``size + IN_PLACE_SPARE`` bytes; it is trimmed to the ciphertext and returned."""
-    if len(key) != 16 or len(iv) != 16:
-        raise ValueError("AES-128 needs a 16-byte key and a 16-byte IV")
-    if not 0 <= size <= len(buf) - IN_PLACE_SPARE:
-        raise ValueError("the buffer needs IN_PLACE_SPARE bytes after the plaintext")
-    end = padded_size(size)
-    pad = end - size
-    buf[size:end] = bytes([pad]) * pad
-    enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-    with memoryview(buf) as view:
-        n = enc.update_into(view[:end], buf)
-    enc.finalize()
-    del buf[n:]  # the spare bytes update_into needed; shrinking keeps the allocation
-    return buf
 
 
 def decrypt_segment(key: bytes, iv: bytes, data: bytes) -> bytes:

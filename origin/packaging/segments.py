@@ -24,7 +24,7 @@ from origin.container.fragment import TrafProtection, parse_fragment, write_prot
 from origin.container.init_segment import InitInfo, TrackInfo, parse_init, protect_init
 from origin.container.sample_aes import protect_ts_segment
 from origin.container.subsamples import SubsampleGenerator
-from origin.crypto.aes128 import IN_PLACE_SPARE, encrypt_segment_in_place
+from origin.crypto.aes128 import encrypt_segment
 from origin.crypto.cbcs import encrypt_cbcs
 from origin.crypto.cenc import encrypt_cenc
 from origin.crypto.iv import derive_iv, derive_sample_ivs
@@ -80,10 +80,10 @@ def rendition_iv(key: ContentKey, folder: str) -> bytes:
     return derive_iv(key.kid, Scheme.SAMPLE_AES.value, folder)
 
 
-def read_source(file: MediaFile, spare: int = 0) -> tuple[bytearray, os.stat_result]:
-    """Read a whole source file (blocking) into a fresh ``bytearray`` of its size plus
-    ``spare`` zero bytes (read straight into it, no intermediate copy; the caller may
-    encrypt it in place); NotFound if it vanished since the scan.
+def read_source(file: MediaFile) -> tuple[bytearray, os.stat_result]:
+    """Read a whole source file (blocking) into a fresh ``bytearray`` of its size (read
+    straight into it, no intermediate copy; the caller may encrypt it in place); NotFound
+    if it vanished since the scan.
 
     The bytes are those of the stamp returned: a file whose size or mtime is not the
     same after the read as before it changed while being read (cut, grown, or rewritten
@@ -93,7 +93,7 @@ def read_source(file: MediaFile, spare: int = 0) -> tuple[bytearray, os.stat_res
             before = os.fstat(fh.fileno())
             if before.st_size > MAX_SEGMENT_BYTES:
                 raise MalformedMedia("segment too large")
-            data = bytearray(before.st_size + spare)
+            data = bytearray(before.st_size)
             view, got = memoryview(data), 0
             while got < before.st_size and (n := fh.readinto(view[got:before.st_size])):
                 got += n
@@ -139,12 +139,11 @@ def produce_segment(job: SegmentJob) -> ProtectedSegment:
     file, scheme = job.file, job.scheme
     if file.kind not in ENCRYPTABLE:
         raise NotFound("not a media segment")
-    data, st = read_source(file, IN_PLACE_SPARE if scheme is Scheme.AES128 else 0)
+    data, st = read_source(file)
     init_stamp: SourceStamp | None = None
     body: bytes | bytearray
     if scheme is Scheme.AES128:
-        body = encrypt_segment_in_place(job.key.key, segment_iv(scheme, job.key, file.rel),
-                                        data, st.st_size)
+        body = encrypt_segment(job.key.key, segment_iv(scheme, job.key, file.rel), data)
     elif scheme is Scheme.SAMPLE_AES and file.kind is MediaKind.TS_SEGMENT:
         folder = file.rel.rsplit("/", 1)[0] if "/" in file.rel else ""
         body = protect_ts_segment(bytes(data), job.key.key, rendition_iv(job.key, folder))
