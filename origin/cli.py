@@ -114,6 +114,7 @@ async def serve(args: argparse.Namespace, state_dir: Path) -> int:
         cache=CacheSettings(memory_bytes=args.cache_bytes,
                             disk_dir=Path(args.cache_dir) if args.cache_dir else None,
                             disk_bytes=args.cache_disk_bytes),
+        encrypt_threads=args.encrypt_threads,
         tls=args.tls,
     )
     metrics_token = args.metrics_token or os.environ.get(METRICS_TOKEN_ENV, "")
@@ -184,6 +185,8 @@ def _announce(scheme: str, host: str, port: int, catalog: Catalog) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     if args.workers is None:
         args.workers = os.cpu_count() or 1
+    if args.encrypt_threads is None:
+        args.encrypt_threads = max(1, (os.cpu_count() or 1) // args.workers)
     state_dir = Path(args.state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if args.license_config:
@@ -331,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--workers", type=_positive_int, default=None,
                      help="serving processes on the one port (SO_REUSEPORT; default: one "
                      "per CPU); 1 serves in this process")
+    srv.add_argument("--encrypt-threads", type=_positive_int, default=None,
+                     help="threads per serving process that read and encrypt segments "
+                     "(default: CPUs ÷ --workers, at least 1)")
     srv.add_argument("--metrics-token", default="",
                      help="bearer token /metrics requires (else $ORIGIN_METRICS_TOKEN; "
                      "unset: /metrics is open — restrict it at the network edge)")

@@ -97,5 +97,6 @@ class OriginSettings:
     catalog_min_rescan: float = 1.0
     max_license_body: int = 1 << 20
     cache: CacheSettings = CacheSettings()
+    encrypt_threads: int = 1  # threads per serving process that read and encrypt segments
     limits: ClientLimits = ClientLimits()
     tls: TlsFiles | None = None  # serve HTTPS with these files; None: plain HTTP

@@ -608,7 +608,7 @@ def test_memory_file_closes_when_the_last_reference_goes() -> None:
     one reference, and the descriptor closes only with the last (never under a send)."""
     live = MemoryFile.live
     body = os.urandom(300_000)
-    kept = write_memory_file(body)
+    kept = write_memory_file([body])
     fd = kept.fd
     assert is_memory_file(fd)
     assert read_memory_file(kept) == body and len(kept) == len(body)

@@ -251,7 +251,19 @@ def write_protected_fragment(
     fragment: Fragment,
     protections: Sequence[Sequence[TrafProtection]],
 ) -> bytes:
-    """The segment with its samples as in ``buf`` and each ``moof`` carrying the aux boxes.
+    """The segment with its samples as in ``buf`` and each ``moof`` carrying the aux boxes,
+    as one ``bytes`` (:func:`protected_fragment_parts`, joined)."""
+    return b"".join(protected_fragment_parts(buf, fragment, protections))
+
+
+def protected_fragment_parts(
+    buf: Buffer,
+    fragment: Fragment,
+    protections: Sequence[Sequence[TrafProtection]],
+) -> list[Buffer]:
+    """The protected segment as the pieces that follow each other on the wire: each new
+    ``moof`` (and ``sidx``) as fresh bytes, every other top-level box as a view of
+    ``buf`` (no copy of the ``mdat``: the caller sends the views, or joins them).
 
     ``protections[i][j]`` describes ``fragment.moofs[i].trafs[j]``; ``buf`` holds
     the segment with the samples already encrypted in place.
@@ -267,7 +279,7 @@ def write_protected_fragment(
     for moof, plan, delta in zip(fragment.moofs, plans, growth, strict=True):
         new_moofs[moof.box.start] = _write_moof(buf, moof, plan, delta, shift_before + delta)
         shift_before += delta
-    source = memoryview(buf)  # the other boxes are joined from views: one copy, not three
+    source = memoryview(buf)
     out: list[Buffer] = []
     for box in iter_boxes(buf):
         if box.start in new_moofs:
@@ -276,7 +288,7 @@ def write_protected_fragment(
             out.append(_write_sidx(buf, box, fragment, growth))
         else:
             out.append(source[box.start:box.end])
-    return b"".join(out)
+    return out
 
 
 def _write_moof(buf: Buffer, moof: Moof, plan: list[_TrafPlan],

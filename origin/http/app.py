@@ -100,7 +100,7 @@ def build_app(settings: OriginSettings, metrics: MetricsConfig | None = None) ->
     app[PUBLIC_URL] = settings.public_url.rstrip("/")
     app.cleanup_ctx.append(_catalog_ctx)
     app.cleanup_ctx.append(_license_ctx)
-    app.cleanup_ctx.append(segment_cache_ctx(settings.cache))
+    app.cleanup_ctx.append(segment_cache_ctx(settings.cache, settings.encrypt_threads))
     app.on_response_prepare.append(response_finisher(settings.cors_origins))
     app[WEB_DIR] = settings.web_dir
     app.router.add_get("/", player_page)

@@ -3,8 +3,10 @@
 - ``clear``: files go out as they are (``web.FileResponse``: Range, 304, strong
   ETag; a file changed under its download is cut short, ``origin.http.intact_file``).
 - encrypted schemes: playlists are rewritten with key signalling; media
-  segments are read and encrypted in the default executor (the cipher
-  releases the GIL inside OpenSSL), never on the event loop.
+  segments are read and encrypted on the segment cache's production threads
+  (the cipher releases the GIL inside OpenSSL), never on the event loop; a
+  segment produced for one request goes out from its pooled buffers
+  (:mod:`origin.http.produced_response`).
 - rewritten playlists and protected segments go through the segment cache
   (:mod:`origin.http.segment_cache`): a segment's ETag is known from its
   sources' stamps, so ``If-None-Match`` is a 304 before any work; hits come
@@ -32,6 +34,7 @@ from origin.http.key_client import KeyClient
 from origin.http.manifest_response import respond_manifest
 from origin.http.memory_file import MemoryFileResponse, read_memory_file
 from origin.http.playback_query import PlaybackQuery, parse_playback_query
+from origin.http.produced_response import ProducedResponse
 from origin.http.ranges import respond_bytes
 from origin.http.recent_manifests import manifest_shape
 from origin.http.segment_cache import (
@@ -62,7 +65,13 @@ from origin.packaging.hls import (
     rewrite_multivariant_playlist,
 )
 from origin.packaging.scheme import Scheme, parse_scheme
-from origin.packaging.segments import ENCRYPTABLE, SegmentJob, rendition_iv, segment_iv
+from origin.packaging.segments import (
+    ENCRYPTABLE,
+    ProtectedSegment,
+    SegmentJob,
+    rendition_iv,
+    segment_iv,
+)
 
 CATALOG: web.AppKey[CatalogService] = web.AppKey("catalog", CatalogService)
 KEYS: web.AppKey[KeyClient] = web.AppKey("keys", KeyClient)
@@ -164,6 +173,13 @@ async def serve_protected_segment(request: web.Request, asset: Asset, file: Medi
         if if_none_match_hits(request, etag):
             return not_modified(etag, SEGMENT_CACHE_CONTROL)
     found = await cache.segment(job, etag)
+    if isinstance(found, ProtectedSegment):  # produced for this request alone
+        if hdrs.RANGE not in request.headers:
+            return ProducedResponse(found, content_type=file.content_type, headers={
+                hdrs.ETAG: found.etag, hdrs.CACHE_CONTROL: SEGMENT_CACHE_CONTROL,
+                hdrs.ACCEPT_RANGES: "bytes"})
+        return respond_bytes(request, found.take_bytes(), content_type=file.content_type,
+                             etag=found.etag, cache_control=SEGMENT_CACHE_CONTROL)
     if isinstance(found, OnDisk):
         if file_can_answer(request):
             return StoredFileResponse(found.path, found.etag, {

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import os
 import threading
+from collections.abc import Sequence
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
@@ -74,18 +75,22 @@ def memory_file_wanted(size: int) -> bool:
     return size >= MEMORY_FILE_MIN and MemoryFile.live < MAX_MEMORY_FILES
 
 
-def write_memory_file(body: bytes | bytearray) -> MemoryFile:
-    """``body`` in a fresh memfd (blocking: run it in an executor)."""
+def write_memory_file(parts: Sequence[bytes | bytearray | memoryview]) -> MemoryFile:
+    """The body made of ``parts``, in order, in a fresh memfd (blocking: run it in an
+    executor)."""
     fd = os.memfd_create("origin-segment", os.MFD_CLOEXEC)
+    size = 0
     try:
-        with memoryview(body) as view:
-            written = 0
-            while written < len(view):
-                written += os.write(fd, view[written:])
+        for part in parts:
+            with memoryview(part) as view:
+                written = 0
+                while written < len(view):
+                    written += os.write(fd, view[written:])
+            size += written
     except BaseException:
         os.close(fd)
         raise
-    return MemoryFile(fd, len(body))
+    return MemoryFile(fd, size)
 
 
 def read_memory_file(file: MemoryFile) -> bytes:

@@ -25,8 +25,10 @@ Rules:
 - a repeated manifest request finds its cached body from its own words, without
   working out its cache key again (``recent_manifest``,
   :mod:`origin.http.recent_manifests`);
-- one event loop owns the cache; stat, encryption and file writes run in the
-  default executor.
+- one event loop owns the cache; segments are read and encrypted on its own
+  production threads (``--encrypt-threads``), stat and file writes in the default
+  executor; segments produced for one request alone lie in pooled buffers
+  (``packaging.buffer_pool``) that go back once the body is sent.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +52,13 @@ from origin.crypto.key import ContentKey
 from origin.errors import OriginError
 from origin.http.byte_lru import ENTRY_OVERHEAD, ByteLru, Entry, Stored, StoredFile
 from origin.http.disk_store import DiskStore, file_name
-from origin.http.memory_file import memory_file_wanted, write_memory_file
+from origin.http.memory_file import MemoryFile, memory_file_wanted, write_memory_file
 from origin.http.metrics import BYTES_ENCRYPTED, CACHE_LOOKUPS
 from origin.http.playback_query import NO_QUERY, PlaybackQuery
 from origin.http.recent_manifests import ManifestShape, RecentAnswer, RecentManifests
 from origin.http.single_flight import SingleFlight
 from origin.http.source_stamps import SourceStamps
+from origin.packaging.buffer_pool import BufferPool
 from origin.packaging.drm import DrmContext
 from origin.packaging.key_system import KeySystem
 from origin.packaging.segments import (
@@ -130,12 +134,17 @@ _NO_QUERY_PARTS = query_parts(PlaybackQuery())
 
 
 class SegmentCache:
-    def __init__(self, settings: CacheSettings) -> None:
+    def __init__(self, settings: CacheSettings, threads: int = 1) -> None:
         self.enabled = settings.enabled
         self.memory = ByteLru(settings.memory_bytes) if self.enabled else None
         self.disk = (DiskStore(settings.disk_dir, settings.disk_bytes)
                      if self.enabled and settings.disk_dir is not None else None)
         self.stamps = SourceStamps() if self.enabled else SourceStamps(revalidate=0.0)
+        self.pool = BufferPool()  # the buffers segments are read and encrypted in
+        # Segments are read and encrypted on these threads, not the default executor's:
+        # fewer threads than the default's cpu+4 contend less for the GIL (the parsing
+        # and box building are Python), and OpenSSL and numpy release it anyway.
+        self.threads = ThreadPoolExecutor(threads, thread_name_prefix="encrypt")
         self._segments: SingleFlight[Stored | StoredFile] = SingleFlight()
         self._memory_file_failed = False
         self._manifests: SingleFlight[Stored] = SingleFlight()
@@ -156,6 +165,7 @@ class SegmentCache:
     async def close(self) -> None:
         await self._segments.drain()
         await self._manifests.drain()
+        await asyncio.get_running_loop().run_in_executor(None, self.threads.shutdown)
         if self.disk is not None:
             await self.disk.close()
         if self.memory is not None:
@@ -172,11 +182,12 @@ class SegmentCache:
         return segment_etag(job, stamps[0], stamps[1] if len(stamps) > 1 else None)
 
     async def segment(self, job: SegmentJob,
-                      etag: str | None) -> Stored | StoredFile | OnDisk:
+                      etag: str | None) -> Stored | StoredFile | OnDisk | ProtectedSegment:
         """The protected body of ``job``, whose sources give ``etag``: from memory, from
-        disk, or produced (once for all concurrent callers).  Off: always produced."""
+        disk, or produced (once for all concurrent callers).  Off: always produced, in
+        pooled buffers the caller releases once it has sent them."""
         if self.memory is None or etag is None:
-            return _stored(await self.produce(job))
+            return await self.produce(job)
         key = "s" + etag
         found = self._memory_lookup("segment", key)
         if found is not None:
@@ -206,44 +217,68 @@ class SegmentCache:
         return Stored(body, stored.etag)
 
     async def produce(self, job: SegmentJob) -> ProtectedSegment:
-        """Read and protect ``job``'s segment in the default executor (no cache involved)."""
+        """Read and protect ``job``'s segment in the default executor (no cache involved);
+        the caller sends it and releases its buffers."""
         loop = asyncio.get_running_loop()
         try:
-            segment = await loop.run_in_executor(None, produce_segment, job)
+            segment = await loop.run_in_executor(self.threads, produce_segment, job, self.pool)
         except OriginError as exc:
-            log.debug("segment not produced: %s %s: %s", job.scheme.value, job.file.rel,
-                      type(exc).__name__)
+            _log_not_produced(job, exc)
             raise
-        BYTES_ENCRYPTED.labels(job.scheme.value).inc(len(segment.body))
+        BYTES_ENCRYPTED.labels(job.scheme.value).inc(segment.size)
         log.debug("segment produced: %s %s, %d bytes", job.scheme.value, segment.etag,
-                  len(segment.body))
+                  segment.size)
         return segment
 
     async def _produce_and_keep(self, job: SegmentJob, expected: str) -> Stored | StoredFile:
-        segment = await self.produce(job)
-        stored: Stored | StoredFile = _stored(segment)
-        size = len(segment.body)
-        if (self.memory is not None and memory_file_wanted(size)
-                and size + len(segment.etag) + ENTRY_OVERHEAD <= self.memory.max_entry):
-            loop = asyncio.get_running_loop()
-            try:
-                kept = await loop.run_in_executor(None, write_memory_file, segment.body)
-            except OSError as exc:  # no memory file (a file size limit, no fds): bytes
-                if not self._memory_file_failed:
-                    log.info("memory file not made (%s); keeping bodies as bytes",
-                             errno.errorcode.get(exc.errno or 0, type(exc).__name__))
-                self._memory_file_failed = True
-            else:
-                stored = StoredFile(kept, segment.etag)
-        if segment.etag != expected:  # a source changed since it was stamped
+        loop = asyncio.get_running_loop()
+        try:
+            kept = await loop.run_in_executor(self.threads, self._produce_kept, job)
+        except OriginError as exc:
+            _log_not_produced(job, exc)
+            raise
+        BYTES_ENCRYPTED.labels(job.scheme.value).inc(kept.size)
+        log.debug("segment produced: %s %s, %d bytes", job.scheme.value, kept.etag, kept.size)
+        if kept.file_error is not None and not self._memory_file_failed:
+            log.info("memory file not made (%s); keeping bodies as bytes",
+                     errno.errorcode.get(kept.file_error.errno or 0,
+                                         type(kept.file_error).__name__))
+            self._memory_file_failed = True
+        stored: Stored | StoredFile
+        if kept.file is not None:
+            stored = StoredFile(kept.file, kept.etag)
+        else:
+            assert kept.body is not None
+            stored = Stored(kept.body, kept.etag)
+        if kept.etag != expected:  # a source changed since it was stamped
             for file in stamped_files(job):
                 self.stamps.forget(file.real_path)
         if self.memory is not None:
-            self.memory.put("s" + segment.etag, stored)
-        name = file_name(segment.etag)
-        if self.disk is not None and name is not None:
-            self.disk.store(name, segment.body)
+            self.memory.put("s" + kept.etag, stored)
+        name = file_name(kept.etag)
+        if self.disk is not None and name is not None and kept.body is not None:
+            self.disk.store(name, kept.body)
         return stored
+
+    def _produce_kept(self, job: SegmentJob) -> _Kept:
+        """Produce ``job`` and copy it out of its pooled buffers for keeping, in one
+        executor job (blocking): into a memory file when it should be one, as bytes when
+        it cannot be or when the disk tier wants them too."""
+        segment = produce_segment(job, self.pool)
+        try:
+            file: MemoryFile | None = None
+            error: OSError | None = None
+            entry = segment.size + len(segment.etag) + ENTRY_OVERHEAD
+            if (self.memory is not None and not self._memory_file_failed
+                    and memory_file_wanted(segment.size) and entry <= self.memory.max_entry):
+                try:
+                    file = write_memory_file(segment.parts)
+                except OSError as exc:  # no memory file (a file size limit, no fds): bytes
+                    error = exc
+            body = segment.take_bytes() if file is None or self.disk is not None else None
+        finally:
+            segment.release()
+        return _Kept(segment.etag, segment.size, body, file, error)
 
     # --- manifests --------------------------------------------------------------------------
 
@@ -309,22 +344,35 @@ class SegmentCache:
         return found
 
 
-def _stored(segment: ProtectedSegment) -> Stored:
-    return Stored(segment.body, segment.etag)
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A produced body copied out of its pooled buffers, as ``_produce_kept`` made it."""
+
+    etag: str
+    size: int
+    body: bytes | None = field(repr=False)
+    file: MemoryFile | None
+    file_error: OSError | None
+
+
+def _log_not_produced(job: SegmentJob, exc: OriginError) -> None:
+    log.debug("segment not produced: %s %s: %s", job.scheme.value, job.file.rel,
+              type(exc).__name__)
 
 
 SEGMENT_CACHE: web.AppKey[SegmentCache] = web.AppKey("segment_cache", SegmentCache)
 
 
 def segment_cache_ctx(
-    settings: CacheSettings,
+    settings: CacheSettings, threads: int = 1,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The ``cleanup_ctx`` that opens the cache (disk index) and closes it (pending writes)."""
+    """The ``cleanup_ctx`` that opens the cache (disk index, ``threads`` production
+    threads) and closes it (pending writes, the threads)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         if not settings.enabled and settings.disk_dir is not None:
             log.warning("--cache-bytes 0 turns the whole cache off: --cache-dir is not used")
-        cache = SegmentCache(settings)
+        cache = SegmentCache(settings, threads)
         await cache.open()
         app[SEGMENT_CACHE] = cache
         yield

@@ -1,9 +1,11 @@
-"""``sendfile(2)`` from a file straight into a response's socket, under uvloop too.
+"""``sendfile(2)`` and ``writev(2)`` straight into a response's socket, under uvloop too.
 
 uvloop has no ``loop.sendfile``, so aiohttp's ``FileResponse`` falls back to reading
 the file in the executor and writing every chunk through the transport: two copies
 through user space and a thread hand-off per chunk.  This module moves the bytes with
-``os.sendfile`` instead, the kernel copying page cache to socket, as nginx does.
+``os.sendfile`` instead, the kernel copying page cache to socket, as nginx does; and
+``os.writev`` for bodies already in memory (``writev_to_transport``), so a caller
+knows the moment its buffers are in the kernel and free to reuse.
 
 Rules:
 
@@ -28,12 +30,17 @@ Rules:
   media and the disk tier of the cache are expected to stay cached.
 - The file ending early (truncated under us) stops the send with the count so far; the
   caller decides what a short body means.
+- ``writev_to_transport`` returns once every byte is in the kernel's socket buffer.
+  When the socket stays full for ``detach_after`` seconds, it calls ``detach`` once with
+  the views not yet sent and sends what that returns instead (the caller copies them
+  out and frees its buffers: a client that stops reading must not hold them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable, Sequence
 
 
 class Unsupported(Exception):
@@ -41,6 +48,7 @@ class Unsupported(Exception):
 
 
 DEFAULT_STALL_TIMEOUT = 60.0
+MAX_IOVECS = 512  # below Linux's IOV_MAX (1024) per writev call
 
 
 def socket_descriptor(transport: asyncio.BaseTransport) -> int:
@@ -65,16 +73,62 @@ def socket_descriptor(transport: asyncio.BaseTransport) -> int:
 
 async def wait_writable(fd: int, stall_timeout: float) -> None:
     """Until ``fd`` can take bytes; ``ConnectionResetError`` after ``stall_timeout``."""
+    if not await writable_within(fd, stall_timeout):
+        raise ConnectionResetError("client stopped reading")
+
+
+async def writable_within(fd: int, seconds: float) -> bool:
+    """Whether ``fd`` can take bytes within ``seconds``."""
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
     loop.add_writer(fd, ready.set_result, None)
     try:
-        async with asyncio.timeout(stall_timeout):
+        async with asyncio.timeout(seconds):
             await ready
     except TimeoutError:
-        raise ConnectionResetError("client stopped reading") from None
+        return False
     finally:
         loop.remove_writer(fd)
+    return True
+
+
+Detach = Callable[[list[memoryview]], list[memoryview]]
+
+
+async def writev_to_transport(transport: asyncio.BaseTransport,
+                              parts: Sequence[bytes | bytearray | memoryview], *,
+                              detach: Detach | None = None, detach_after: float = 0.0,
+                              stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> int:
+    """Write ``parts`` in order into ``transport``'s socket; the number of bytes, all of
+    them, once they are in the kernel (module rules; ``Unsupported`` before any byte is
+    written when the transport cannot take it)."""
+    fd = socket_descriptor(transport)
+    pending = [memoryview(p).cast("B") for p in parts if len(p)]
+    sent = 0
+    try:
+        while pending:
+            try:
+                moved = os.writev(fd, pending[:MAX_IOVECS])
+            except BlockingIOError:
+                if detach is not None:
+                    if not await writable_within(fd, detach_after):
+                        pending, detach = detach(pending), None
+                    continue
+                await wait_writable(fd, stall_timeout)
+                continue
+            except (BrokenPipeError, ConnectionResetError) as error:
+                raise ConnectionResetError(str(error)) from None
+            sent += moved
+            while moved:
+                first = pending[0]
+                if moved < len(first):
+                    pending[0] = first[moved:]
+                    break
+                moved -= len(first)
+                del pending[0]
+    finally:
+        os.close(fd)
+    return sent
 
 
 async def sendfile_to_transport(transport: asyncio.BaseTransport, file_fd: int, offset: int,

@@ -10,29 +10,42 @@ byte is read or encrypted; it covers every input of the output.
 Common Encryption pipeline, per media segment: parse the fragment → per
 ``traf``, the subsample map of each sample (NAL rules for video, full-sample
 for audio) → encrypt in place → write the ``moof`` with ``senc``/``saiz``/``saio``.
+The first two steps make a :class:`FragmentPlan`, a pure function of the clear
+bytes, kept by source stamp (:mod:`origin.packaging.media_index`); the rest runs on
+every request.  Media segments are read into pooled buffers
+(:mod:`origin.packaging.buffer_pool`) and leave as views of them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
-import threading
-from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from origin.container.fragment import TrafProtection, parse_fragment, write_protected_fragment
+from origin.container.boxes import Buffer
+from origin.container.fragment import (
+    Fragment,
+    TrafProtection,
+    parse_fragment,
+    protected_fragment_parts,
+)
 from origin.container.init_segment import InitInfo, TrackInfo, parse_init, protect_init
 from origin.container.sample_aes import protect_ts_segment
 from origin.container.subsamples import SubsampleGenerator
-from origin.crypto.aes128 import encrypt_segment
+from origin.crypto.aes128 import encrypt_segment_into, output_room
 from origin.crypto.cbcs import encrypt_cbcs
 from origin.crypto.cenc import encrypt_cenc
 from origin.crypto.iv import derive_iv, derive_sample_ivs
 from origin.crypto.key import ContentKey
 from origin.crypto.subsample import CommonScheme, SampleCrypto
 from origin.errors import MalformedMedia, NotFound
+from origin.packaging.buffer_pool import BufferPool, Lease
 from origin.packaging.catalog import MediaFile, MediaKind
 from origin.packaging.drm import DrmContext, constant_iv, init_pssh_boxes
+from origin.packaging.media_index import MediaIndex
 from origin.packaging.scheme import Scheme
 
 MAX_SEGMENT_BYTES = 256 << 20
@@ -40,15 +53,38 @@ ENCRYPTABLE = frozenset({
     MediaKind.TS_SEGMENT, MediaKind.MP4_INIT, MediaKind.MP4_SEGMENT, MediaKind.AUDIO_SEGMENT,
 })
 CBCS_VIDEO_PATTERN = (1, 9)
-INIT_CACHE_ENTRIES = 256
+INIT_INDEX_ENTRIES = 256
+PLAN_INDEX_WEIGHT = 1 << 17  # samples + subsamples of remembered fragment plans (~13 MB)
 
 SourceStamp = tuple[int, int]  # a source file's (st_size, st_mtime_ns)
 
 
 @dataclass(frozen=True, slots=True)
 class ProtectedSegment:
-    body: bytes | bytearray = field(repr=False)
+    """A protected body as the buffers it lies in, in wire order, and its strong ETag.
+
+    ``leases`` are the pooled buffers ``parts`` point into: the holder sends the parts
+    (or copies them with :meth:`take_bytes`) and then calls :meth:`release`, after which
+    the parts must not be read.
+    """
+
+    parts: tuple[Buffer, ...] = field(repr=False)
+    size: int
     etag: str
+    leases: tuple[Lease, ...] = field(default=(), repr=False)
+
+    def release(self) -> None:
+        """Give the buffers back to their pool (idempotent)."""
+        for lease in self.leases:
+            lease.release()
+
+    def take_bytes(self) -> bytes:
+        """The body as one ``bytes`` (a copy unless it already is one); releases the
+        buffers."""
+        parts = self.parts
+        body = parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
+        self.release()
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,104 +116,208 @@ def rendition_iv(key: ContentKey, folder: str) -> bytes:
     return derive_iv(key.kid, Scheme.SAMPLE_AES.value, folder)
 
 
-def read_source(file: MediaFile) -> tuple[bytearray, os.stat_result]:
-    """Read a whole source file (blocking) into a fresh ``bytearray`` of its size (read
-    straight into it, no intermediate copy; the caller may encrypt it in place); NotFound
-    if it vanished since the scan.
+def read_source(file: MediaFile, pool: BufferPool) -> tuple[Lease, os.stat_result]:
+    """Read a whole source file (blocking) into the start of a buffer from ``pool``
+    (straight into it, no intermediate copy); the lease and the file's stamp.  NotFound
+    if it vanished since the scan; see :func:`read_whole` for a file that changes while
+    being read.  The caller releases the lease."""
+    with _open_source(file) as fh:
+        before = _check_size(os.fstat(fh.fileno()))
+        lease = pool.take(before.st_size)
+        try:
+            _read_checked(fh, lease.view, before)
+        except BaseException:
+            lease.release()
+            raise
+    return lease, before
+
+
+def read_whole(file: MediaFile) -> tuple[bytearray, os.stat_result]:
+    """Read a whole source file (blocking) into a fresh ``bytearray`` of its size (init
+    sections, MPEG-TS segments); NotFound if it vanished since the scan.
 
     The bytes are those of the stamp returned: a file whose size or mtime is not the
     same after the read as before it changed while being read (cut, grown, or rewritten
     in place) and is ``MalformedMedia``, never a body under another version's ETag."""
-    try:
-        with open(file.real_path, "rb", buffering=0) as fh:
-            before = os.fstat(fh.fileno())
-            if before.st_size > MAX_SEGMENT_BYTES:
-                raise MalformedMedia("segment too large")
-            data = bytearray(before.st_size)
-            view, got = memoryview(data), 0
-            while got < before.st_size and (n := fh.readinto(view[got:before.st_size])):
-                got += n
-            view.release()
-            grown = fh.read(1)
-            after = os.fstat(fh.fileno())
-    except FileNotFoundError:
-        raise NotFound("no such file in asset") from None
-    if got != before.st_size or grown or (after.st_size, after.st_mtime_ns) != (
-            before.st_size, before.st_mtime_ns):
-        raise MalformedMedia("segment changed while being read")
+    with _open_source(file) as fh:
+        before = _check_size(os.fstat(fh.fileno()))
+        data = bytearray(before.st_size)
+        _read_checked(fh, memoryview(data), before)
     return data, before
 
 
-class _InitCache:
-    """Parsed init segments by (path, size, mtime): a media segment's request reuses them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[str, int, int], InitInfo] = OrderedDict()
-
-    def parse(self, file: MediaFile) -> tuple[InitInfo, SourceStamp]:
-        data, st = read_source(file)
-        ident = (file.real_path, st.st_size, st.st_mtime_ns)
-        with self._lock:
-            found = self._entries.get(ident)
-            if found is not None:
-                self._entries.move_to_end(ident)
-                return found, ident[1:]
-        info = parse_init(data)
-        with self._lock:
-            self._entries[ident] = info
-            while len(self._entries) > INIT_CACHE_ENTRIES:
-                self._entries.popitem(last=False)
-        return info, ident[1:]
+@contextlib.contextmanager
+def _open_source(file: MediaFile) -> Iterator[io.FileIO]:
+    try:
+        fh = open(file.real_path, "rb", buffering=0)  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        raise NotFound("no such file in asset") from None
+    with fh:
+        yield fh
 
 
-_INITS = _InitCache()
+def _check_size(st: os.stat_result) -> os.stat_result:
+    if st.st_size > MAX_SEGMENT_BYTES:
+        raise MalformedMedia("segment too large")
+    return st
 
 
-def produce_segment(job: SegmentJob) -> ProtectedSegment:
-    """Read the job's file and return it protected under its scheme (blocking)."""
+def _read_checked(fh: io.FileIO, view: memoryview, before: os.stat_result) -> None:
+    """Fill ``view[:before.st_size]`` from ``fh``; MalformedMedia if the file is not the
+    one ``before`` describes by the end (module docstring of :func:`read_whole`)."""
+    size, got = before.st_size, 0
+    while got < size and (n := fh.readinto(view[got:size])):
+        got += n
+    grown = fh.read(1)
+    after = os.fstat(fh.fileno())
+    if got != size or grown or (after.st_size, after.st_mtime_ns) != (
+            before.st_size, before.st_mtime_ns):
+        raise MalformedMedia("segment changed while being read")
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentPlan:
+    """What protecting one media segment needs from its clear bytes under one scheme:
+    its boxes and sample positions, and every sample's subsample layout, per ``moof``
+    and ``traf`` (``layouts[i][j]`` for ``fragment.moofs[i].trafs[j]``)."""
+
+    fragment: Fragment
+    layouts: tuple[tuple[tuple[SampleCrypto, ...], ...], ...] = field(repr=False)
+
+    @property
+    def weight(self) -> int:
+        """Its size for :class:`~origin.packaging.media_index.MediaIndex`: samples plus
+        subsamples."""
+        return sum(len(sample.subsamples) + 1 for moof in self.layouts for traf in moof
+                   for sample in traf)
+
+
+def plan_fragment(buf: Buffer, init: InitInfo, scheme: CommonScheme) -> FragmentPlan:
+    """Parse the media segment in ``buf`` and lay out every sample under ``scheme``
+    (pure; reads the clear bytes only)."""
+    fragment = parse_fragment(buf, init)
+    view = memoryview(buf)
+    layouts = tuple(tuple(_sample_layout(view, traf.samples, init.track(traf.track_id), scheme)
+                          for traf in moof.trafs) for moof in fragment.moofs)
+    return FragmentPlan(fragment, layouts)
+
+
+# Parsed structure by source stamp (``origin.packaging.media_index``): init sections by
+# (path, size, mtime); fragment plans by the segment's and its init's stamps and the
+# scheme.  A dense 2 s segment's plan weighs about 100.
+_INITS: MediaIndex[tuple[str, int, int], InitInfo] = MediaIndex(INIT_INDEX_ENTRIES)
+_PLANS: MediaIndex[tuple[str, int, int, str, int, int, CommonScheme], FragmentPlan] = \
+    MediaIndex(PLAN_INDEX_WEIGHT)
+
+
+def parsed_init(file: MediaFile) -> tuple[InitInfo, SourceStamp]:
+    """The parsed init section ``file`` holds now, and the stamp it was parsed under
+    (blocking: a ``stat``, and a read and a parse when the index does not have it)."""
+    try:
+        st = os.stat(file.real_path)
+    except FileNotFoundError:
+        raise NotFound("no such file in asset") from None
+    ident = (file.real_path, st.st_size, st.st_mtime_ns)
+    found = _INITS.get(ident)
+    if found is not None:
+        return found, ident[1:]
+    data, st = read_whole(file)
+    ident = (file.real_path, st.st_size, st.st_mtime_ns)
+    info = parse_init(data)
+    _INITS.put(ident, info)
+    return info, ident[1:]
+
+
+def produce_segment(job: SegmentJob, pool: BufferPool) -> ProtectedSegment:
+    """Read the job's file and return it protected under its scheme (blocking).
+
+    Media segments are read into buffers from ``pool`` and come back as views of them
+    (the caller releases them once the body is sent); init sections and MPEG-TS
+    SAMPLE-AES come back as ``bytes``.
+    """
     file, scheme = job.file, job.scheme
     if file.kind not in ENCRYPTABLE:
         raise NotFound("not a media segment")
-    data, st = read_source(file)
-    init_stamp: SourceStamp | None = None
-    body: bytes | bytearray
     if scheme is Scheme.AES128:
-        body = encrypt_segment(job.key.key, segment_iv(scheme, job.key, file.rel), data)
-    elif scheme is Scheme.SAMPLE_AES and file.kind is MediaKind.TS_SEGMENT:
+        return _produce_aes128(job, pool)
+    if scheme is Scheme.SAMPLE_AES and file.kind is MediaKind.TS_SEGMENT:
+        data, st = read_whole(file)
         folder = file.rel.rsplit("/", 1)[0] if "/" in file.rel else ""
         body = protect_ts_segment(bytes(data), job.key.key, rendition_iv(job.key, folder))
-    elif (common := scheme.common) is not None:
-        if file.kind is MediaKind.MP4_INIT:
-            body = protect_init(data, scheme=common, kid=job.key.kid,
-                                constant_iv=constant_iv(job.key),
-                                pssh=init_pssh_boxes(job.drm, common))
-        elif file.kind is MediaKind.MP4_SEGMENT and job.init_file is not None:
-            init, init_stamp = _INITS.parse(job.init_file)
-            body = protect_fragment(data, init, common, job.key, file.rel)
-        else:
-            raise NotFound(f"{scheme.value} applies to fMP4 segments only")
-    else:
+        return ProtectedSegment((body,), len(body), segment_etag(job, _stamp(st), None))
+    common = scheme.common
+    if common is None:
         raise NotFound("unknown protection scheme")
-    return ProtectedSegment(body, segment_etag(job, (st.st_size, st.st_mtime_ns), init_stamp))
+    if file.kind is MediaKind.MP4_INIT:
+        data, st = read_whole(file)
+        body = protect_init(data, scheme=common, kid=job.key.kid,
+                            constant_iv=constant_iv(job.key),
+                            pssh=init_pssh_boxes(job.drm, common))
+        return ProtectedSegment((body,), len(body), segment_etag(job, _stamp(st), None))
+    if file.kind is not MediaKind.MP4_SEGMENT or job.init_file is None:
+        raise NotFound(f"{scheme.value} applies to fMP4 segments only")
+    init, init_stamp = parsed_init(job.init_file)
+    lease, st = read_source(file, pool)
+    try:
+        buf = lease.view[:st.st_size]
+        ident = (file.real_path, st.st_size, st.st_mtime_ns, job.init_file.real_path,
+                 *init_stamp, common)
+        plan = _PLANS.get(ident)
+        if plan is None:
+            plan = plan_fragment(buf, init, common)
+            _PLANS.put(ident, plan, plan.weight)
+        parts = protect_fragment_parts(buf, init, common, job.key, file.rel, plan)
+    except BaseException:
+        lease.release()
+        raise
+    return ProtectedSegment(tuple(parts), sum(len(p) for p in parts),
+                            segment_etag(job, _stamp(st), init_stamp), (lease,))
+
+
+def _produce_aes128(job: SegmentJob, pool: BufferPool) -> ProtectedSegment:
+    """HLS AES-128: the source read into one pooled buffer, encrypted into another."""
+    file, key = job.file, job.key
+    source, st = read_source(file, pool)
+    try:
+        out = pool.take(output_room(st.st_size))
+        try:
+            n = encrypt_segment_into(key.key, segment_iv(job.scheme, key, file.rel),
+                                     source.view[:st.st_size], out.view)
+        except BaseException:
+            out.release()
+            raise
+    finally:
+        source.release()
+    return ProtectedSegment((out.view[:n],), n, segment_etag(job, _stamp(st), None), (out,))
+
+
+def _stamp(st: os.stat_result) -> SourceStamp:
+    return st.st_size, st.st_mtime_ns
 
 
 def protect_fragment(data: bytes | bytearray, init: InitInfo, scheme: CommonScheme,
                      key: ContentKey, segment_id: str) -> bytes:
-    """Common Encryption of one fMP4 media segment (pure; see the module docstring).
+    """Common Encryption of one fMP4 media segment, as one ``bytes`` (``data`` is not
+    changed; :func:`protect_fragment_parts` does the work)."""
+    return b"".join(protect_fragment_parts(memoryview(bytearray(data)), init, scheme, key,
+                                           segment_id))
 
-    A ``bytearray`` is encrypted in place and so consumed (``produce_segment`` hands over
-    the buffer it read, saving a copy of the segment); ``bytes`` are copied first.  Every
-    sample's subsample layout is read from the clear bytes before any is encrypted."""
-    fragment = parse_fragment(data, init)
-    buf = data if isinstance(data, bytearray) else bytearray(data)
-    view = memoryview(buf)
-    layouts = [[_sample_layout(view, traf.samples, init.track(traf.track_id), scheme)
-                for traf in moof.trafs] for moof in fragment.moofs]
-    view.release()
+
+def protect_fragment_parts(buf: memoryview, init: InitInfo, scheme: CommonScheme,
+                           key: ContentKey, segment_id: str,
+                           plan: FragmentPlan | None = None) -> list[Buffer]:
+    """Common Encryption of the fMP4 media segment in ``buf`` (pure; see the module
+    docstring), encrypted in place: the protected segment is the returned parts in
+    order — the new ``moof`` boxes as bytes, the rest views of ``buf``.
+
+    ``plan`` is :func:`plan_fragment` of these clear bytes (made here if not given):
+    every sample's subsample layout is read before any is encrypted."""
+    if plan is None:
+        plan = plan_fragment(buf, init, scheme)
+    fragment = plan.fragment
     civ = constant_iv(key)
     protections = []
-    for moof_index, (moof, moof_layouts) in enumerate(zip(fragment.moofs, layouts,
+    for moof_index, (moof, moof_layouts) in enumerate(zip(fragment.moofs, plan.layouts,
                                                           strict=True)):
         row = []
         for traf, samples in zip(moof.trafs, moof_layouts, strict=True):
@@ -191,7 +331,7 @@ def protect_fragment(data: bytes | bytearray, init: InitInfo, scheme: CommonSche
                 encrypt_cenc(key.key, buf, samples, ivs)
             row.append(TrafProtection(samples, ivs))
         protections.append(row)
-    return write_protected_fragment(buf, fragment, protections)
+    return protected_fragment_parts(buf, fragment, protections)
 
 
 def _sample_layout(view: memoryview, positions: tuple[tuple[int, int], ...], track: TrackInfo,
