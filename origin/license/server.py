@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8081
 UNIX_SOCKET_MODE = 0o600
+# Every serving process pools up to 256 connections to the licence module
+# (``origin.http.key_client.make_license_session``), and connect(2) on a Unix socket whose
+# backlog is full fails at once (EAGAIN: no SYN to retry, unlike TCP), which the origin can
+# only answer 503.  aiohttp's default backlog is 128.
+LISTEN_BACKLOG = 4096
 SHUTDOWN_TIMEOUT_S = 10.0
 
 
@@ -72,12 +77,13 @@ async def start_license_site(
         if unix_path is not None:
             sock = _bind_unix_socket(Path(unix_path))
             runner.remove_on_cleanup(Path(unix_path))
-            site: web.BaseSite = web.SockSite(runner, sock)
+            site: web.BaseSite = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
         else:
             site = web.TCPSite(
                 runner,
                 host if host is not None else DEFAULT_HOST,
                 port if port is not None else DEFAULT_PORT,
+                backlog=LISTEN_BACKLOG,
             )
         await site.start()
     except BaseException:
