@@ -130,14 +130,19 @@ async def test_concurrent_misses_encrypt_once(media_copy: Path, tmp_path: Path,
 async def test_failed_production_reaches_every_waiter_and_is_not_cached(
     media_copy: Path, tmp_path: Path,
 ) -> None:
+    """The broken source is 64 MiB (a moof without a traf, then zeros), so its one
+    production takes longer to fail than the requests take to arrive on connections
+    already open; a production per request would show as more than one failure."""
     rel = "video-720p/seg-00004.m4s"
     source = media_copy / ASSET / rel
     good = source.read_bytes()
-    source.write_bytes(b"\x00\x00\x00\x10moof" + bytes(8) + b"\x00\x00\x00\x08mdat")
+    source.write_bytes(b"\x00\x00\x00\x10moof" + bytes(8) + b"\x00\x00\x00\x08mdat"
+                       + bytes(64 << 20))
     server = start_origin(media_copy, tmp_path / "state", *DEBUG)
     try:
         url = segment_url(server, "cbcs", rel)
         async with session(limit=0) as s:
+            await asyncio.gather(*(get(s, f"{server.base}/healthz") for _ in range(CONCURRENT)))
             results = await asyncio.gather(*(get(s, url) for _ in range(CONCURRENT)))
             assert {status for status, _, _ in results} == {502}
             assert all(h["Cache-Control"] == "no-store" for _, h, _ in results)
