@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from origin.crypto.aes128 import (
+    SegmentEncryptor,
     decrypt_segment,
     encrypt_segment,
     encrypt_segment_into,
@@ -75,6 +78,23 @@ def test_into_a_buffer_equals_reference(key: bytes, iv: bytes, data: bytes, extr
     n = encrypt_segment_into(key, iv, memoryview(data), out)
     assert n == padded_size(len(data))
     assert out[:n] == hls_aes128_encrypt(key, iv, data)
+
+
+@settings(max_examples=60, deadline=None)
+@given(key=st.binary(min_size=16, max_size=16), iv=st.binary(min_size=16, max_size=16),
+       data=st.binary(max_size=300), cuts=st.lists(st.integers(0, 300), max_size=6))
+def test_pieces_equal_reference(key: bytes, iv: bytes, data: bytes, cuts: list[int]) -> None:
+    """The chain fed in pieces of any sizes (empty, partial blocks, whole blocks) writes
+    the same bytes as the whole segment at once."""
+    bounds = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
+    out = bytearray(b"\xaa" * (len(data) + 64))
+    encryptor = SegmentEncryptor(key, iv)
+    n = 0
+    for a, b in itertools.pairwise(bounds):
+        n += encryptor.update_into(data[a:b], memoryview(out)[n:])
+        assert n <= b  # never more than the whole blocks seen so far
+    n += encryptor.finish_into(memoryview(out)[n:])
+    assert bytes(out[:n]) == hls_aes128_encrypt(key, iv, data)
 
 
 def test_into_refuses_a_buffer_without_room() -> None:

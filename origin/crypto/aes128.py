@@ -10,7 +10,9 @@ the caller owns (the origin passes a reused one, so no output buffer is allocate
 faulted in per segment); the input and the output must not overlap (pyca/cryptography
 refuses overlapping buffers from 51.0 on).  OpenSSL does the whole segment in two
 calls — the whole blocks, then the last partial block with its padding — never a
-per-block Python loop.  Callers run it in an executor.
+per-block Python loop.  :class:`SegmentEncryptor` is the same chain fed in pieces (the
+origin reads a segment a piece at a time into a small buffer that stays in cache and
+encrypts each piece from there).  Callers run these in an executor.
 """
 
 from __future__ import annotations
@@ -50,6 +52,52 @@ def encrypt_segment_into(key: bytes, iv: bytes, data: bytes | bytearray | memory
         n += enc.update_into(last, dst[n:])
     enc.finalize()
     return n
+
+
+class SegmentEncryptor:
+    """One segment's AES-128-CBC chain with PKCS#7, fed in pieces: ``update_into`` for
+    each piece in order, then ``finish_into``; together they write exactly what
+    :func:`encrypt_segment_into` writes for the pieces joined."""
+
+    __slots__ = ("_enc", "_tail")
+
+    def __init__(self, key: bytes, iv: bytes) -> None:
+        if len(key) != 16 or len(iv) != 16:
+            raise ValueError("AES-128 needs a 16-byte key and a 16-byte IV")
+        self._enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+        self._tail = b""  # bytes of a partial block not yet encrypted
+
+    def __repr__(self) -> str:
+        return "SegmentEncryptor()"
+
+    def update_into(self, data: bytes | bytearray | memoryview,
+                    out: bytearray | memoryview) -> int:
+        """Encrypt the whole blocks ``data`` completes into the start of ``out`` (at least
+        ``len(data) + 31`` bytes); the bytes written."""
+        with memoryview(data) as src, memoryview(out) as dst:
+            n = 0
+            if self._tail:
+                take = min(BLOCK - len(self._tail), len(src))
+                self._tail += bytes(src[:take])
+                src = src[take:]
+                if len(self._tail) < BLOCK:
+                    return 0
+                n = self._enc.update_into(self._tail, dst)
+                self._tail = b""
+            whole = len(src) - len(src) % BLOCK
+            if whole:
+                n += self._enc.update_into(src[:whole], dst[n:])
+            self._tail = bytes(src[whole:])
+        return n
+
+    def finish_into(self, out: bytearray | memoryview) -> int:
+        """The last block, padded (PKCS#7, RFC 8216 §5.2), into the start of ``out`` (at
+        least 31 bytes); the bytes written (16)."""
+        pad = BLOCK - len(self._tail)
+        with memoryview(out) as dst:
+            n = self._enc.update_into(self._tail + bytes([pad]) * pad, dst)
+        self._enc.finalize()
+        return n
 
 
 def encrypt_segment(key: bytes, iv: bytes, data: bytes | bytearray | memoryview) -> bytearray:

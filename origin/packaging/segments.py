@@ -35,7 +35,7 @@ from origin.container.fragment import (
 from origin.container.init_segment import InitInfo, TrackInfo, parse_init, protect_init
 from origin.container.sample_aes import protect_ts_segment
 from origin.container.subsamples import SubsampleGenerator
-from origin.crypto.aes128 import encrypt_segment_into, output_room
+from origin.crypto.aes128 import SegmentEncryptor, output_room
 from origin.crypto.cbcs import encrypt_cbcs
 from origin.crypto.cenc import encrypt_cenc
 from origin.crypto.iv import derive_iv, derive_sample_ivs
@@ -53,6 +53,7 @@ ENCRYPTABLE = frozenset({
     MediaKind.TS_SEGMENT, MediaKind.MP4_INIT, MediaKind.MP4_SEGMENT, MediaKind.AUDIO_SEGMENT,
 })
 CBCS_VIDEO_PATTERN = (1, 9)
+AES128_PIECE = 256 << 10  # bytes read and encrypted at a time (they stay in L2)
 INIT_INDEX_ENTRIES = 256
 PLAN_INDEX_WEIGHT = 1 << 17  # samples + subsamples of remembered fragment plans (~13 MB)
 
@@ -169,8 +170,14 @@ def _read_checked(fh: io.FileIO, view: memoryview, before: os.stat_result) -> No
     while got < size and (n := fh.readinto(view[got:size])):
         got += n
     grown = fh.read(1)
-    after = os.fstat(fh.fileno())
-    if got != size or grown or (after.st_size, after.st_mtime_ns) != (
+    _check_unchanged(before, os.fstat(fh.fileno()), got, grown)
+
+
+def _check_unchanged(before: os.stat_result, after: os.stat_result, got: int,
+                     grown: bytes) -> None:
+    """MalformedMedia unless exactly ``before.st_size`` bytes were read, none follow, and
+    the size and mtime are those of ``before``."""
+    if got != before.st_size or grown or (after.st_size, after.st_mtime_ns) != (
             before.st_size, before.st_mtime_ns):
         raise MalformedMedia("segment changed while being read")
 
@@ -275,20 +282,30 @@ def produce_segment(job: SegmentJob, pool: BufferPool) -> ProtectedSegment:
 
 
 def _produce_aes128(job: SegmentJob, pool: BufferPool) -> ProtectedSegment:
-    """HLS AES-128: the source read into one pooled buffer, encrypted into another."""
+    """HLS AES-128: the source read ``AES128_PIECE`` bytes at a time into a small pooled
+    buffer (it stays in cache) and encrypted from there into the output buffer."""
     file, key = job.file, job.key
-    source, st = read_source(file, pool)
-    try:
-        out = pool.take(output_room(st.st_size))
+    with _open_source(file) as fh:
+        before = _check_size(os.fstat(fh.fileno()))
+        size = before.st_size
+        out = pool.take(output_room(size))
+        piece = pool.take(AES128_PIECE)
         try:
-            n = encrypt_segment_into(key.key, segment_iv(job.scheme, key, file.rel),
-                                     source.view[:st.st_size], out.view)
+            encryptor = SegmentEncryptor(key.key, segment_iv(job.scheme, key, file.rel))
+            chunk, got, n = piece.view[:AES128_PIECE], 0, 0
+            while got < size and (read := fh.readinto(chunk[:size - got])):
+                got += read
+                n += encryptor.update_into(chunk[:read], out.view[n:])
+            grown = fh.read(1)
+            after = os.fstat(fh.fileno())
+            _check_unchanged(before, after, got, grown)
+            n += encryptor.finish_into(out.view[n:])
         except BaseException:
             out.release()
             raise
-    finally:
-        source.release()
-    return ProtectedSegment((out.view[:n],), n, segment_etag(job, _stamp(st), None), (out,))
+        finally:
+            piece.release()
+    return ProtectedSegment((out.view[:n],), n, segment_etag(job, _stamp(before), None), (out,))
 
 
 def _stamp(st: os.stat_result) -> SourceStamp:
