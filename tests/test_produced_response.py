@@ -135,19 +135,22 @@ async def test_a_client_that_stops_reading_does_not_hold_the_pooled_buffers(
         assert server.stop() == 0
 
 
-def writev_totals(trace: Path) -> int:
-    """Bytes the traced process wrote to TCP sockets by writev, from strace's log."""
-    total = 0
+def writev_calls(trace: Path) -> list[tuple[str, int]]:
+    """(start of the first buffer, bytes written) of each writev the traced process made
+    to a socket, from strace's log."""
+    calls = []
     for line in trace.read_text().splitlines():
-        match = re.search(r"writev\(\d+<(?:TCP|socket)[^>]*>, .*\) = (\d+)$", line)
+        match = re.search(r'writev\(\d+<(?:TCP|socket)[^>]*>, \[\{iov_base="(.{0,12}).*\) = (\d+)$',
+                          line)
         if match:
-            total += int(match.group(1))
-    return total
+            calls.append((match.group(1), int(match.group(2))))
+    return calls
 
 
 async def test_produced_bodies_leave_by_writev(media_copy: Path, tmp_path: Path) -> None:
-    """With the cache off, every produced segment's bytes reach the socket by writev
-    straight from its buffers (no joined copy through the transport)."""
+    """With the cache off, each produced segment leaves in one writev: its status line and
+    headers, then its bytes straight from the pooled buffers (no joined copy through the
+    transport, no second call)."""
     trace = tmp_path / "writev.trace"
     server = start_origin(media_copy, tmp_path / "state", *CACHE_OFF,
                           wrapper=("strace", "-f", "-qq", "-y", "-e", "trace=writev",
@@ -163,7 +166,10 @@ async def test_produced_bodies_leave_by_writev(media_copy: Path, tmp_path: Path)
         server.proc.wait(timeout=30)
         server.stop()
     assert [status for status, _, _ in bodies] == [200] * 3
-    assert writev_totals(trace) == sum(len(body) for _, _, body in bodies)
+    calls = writev_calls(trace)
+    assert [start for start, _ in calls] == ["HTTP/1.1 200"] * 3, calls
+    heads = sum(n for _, n in calls) - sum(len(body) for _, _, body in bodies)
+    assert 3 * 100 < heads < 3 * 1000, heads  # a status line and headers each, no more
 
 
 @pytest.mark.parametrize("scheme", ["cbcs", "cenc", "aes128"])

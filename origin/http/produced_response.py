@@ -9,9 +9,10 @@ buffers are free again.
 Rules:
 
 - a plain ``GET`` of the whole body: 200 with the headers ``respond_bytes`` would give;
-  the headers go through aiohttp, then the parts by ``writev`` on the socket
-  (``origin.http.socket_sendfile.writev_to_transport``), and the buffers go back to
-  their pool the moment the last byte is in the kernel;
+  the status line and headers aiohttp serialised, then the parts, by ``writev`` on the
+  socket (``origin.http.socket_sendfile.writev_to_socket``: one call, as nginx sends a
+  head and its file together), and the buffers go back to their pool the moment the
+  last byte is in the kernel;
 - a client that leaves the socket full for ``DETACH_AFTER`` seconds gets the rest from
   a copy, and the buffers go back at once: slow readers cannot hold the pool;
 - under TLS (the bytes must pass through the TLS layer) the body is joined, the buffers
@@ -23,11 +24,12 @@ Rules:
 from __future__ import annotations
 
 import logging
+import os
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
-from origin.http.socket_sendfile import Unsupported, writev_to_transport
+from origin.http.socket_sendfile import Unsupported, socket_descriptor, writev_to_socket
 from origin.packaging.segments import ProtectedSegment
 
 log = logging.getLogger("origin.http")
@@ -37,6 +39,10 @@ DETACH_AFTER = 0.05
 
 class ProducedResponse(web.StreamResponse):
     """200 with a produced segment's parts, written from its buffers (module rules)."""
+
+    # aiohttp's own switch (``web.Response`` turns it off too): keep the serialised head
+    # until the body goes, so that one writev carries both.
+    _send_headers_immediately = False
 
     def __init__(self, segment: ProtectedSegment, *, content_type: str,
                  headers: dict[str, str]) -> None:
@@ -73,10 +79,25 @@ class ProducedResponse(web.StreamResponse):
             segment.release()
 
     async def _send(self, segment: ProtectedSegment, writer: AbstractStreamWriter) -> None:
-        writer.send_headers()
         transport = writer.transport
         if transport is None:
             raise ConnectionResetError("connection lost")
+        try:
+            fd = socket_descriptor(transport)
+        except Unsupported:
+            writer.send_headers()
+            await writer.write(segment.take_bytes())
+            return
+        head = take_unsent_headers(writer)
+        if head is None:  # aiohttp did not hold them back: they go first, through it
+            os.close(fd)
+            writer.send_headers()
+            try:
+                fd = socket_descriptor(transport)  # their bytes are in the kernel first
+            except Unsupported:
+                await writer.write(segment.take_bytes())
+                return
+            head = b""
 
         def detach(pending: list[memoryview]) -> list[memoryview]:
             copy = memoryview(b"".join(pending))
@@ -85,12 +106,21 @@ class ProducedResponse(web.StreamResponse):
                       len(copy), segment.etag)
             return [copy]
 
-        try:
-            sent = await writev_to_transport(transport, segment.parts, detach=detach,
-                                             detach_after=DETACH_AFTER)
-        except Unsupported:
-            await writer.write(segment.take_bytes())
-            return
+        sent = await writev_to_socket(fd, (head, *segment.parts), detach=detach,
+                                      detach_after=DETACH_AFTER)
         writer.output_size += sent
         if writer.length is not None:
-            writer.length -= sent
+            writer.length -= sent - len(head)
+
+
+def take_unsent_headers(writer: AbstractStreamWriter) -> bytes | None:
+    """The status line and headers aiohttp serialised and holds back to send with the
+    first body bytes (``StreamWriter._headers_buf``), taken and marked sent so the
+    caller's own write carries them; None when they are not there (another aiohttp
+    version)."""
+    held = getattr(writer, "_headers_buf", None)
+    if not isinstance(held, bytes) or getattr(writer, "_headers_written", True):
+        return None
+    writer._headers_buf = None  # type: ignore[attr-defined]  # aiohttp's own field
+    writer._headers_written = True  # type: ignore[attr-defined]
+    return held

@@ -102,7 +102,15 @@ async def writev_to_transport(transport: asyncio.BaseTransport,
     """Write ``parts`` in order into ``transport``'s socket; the number of bytes, all of
     them, once they are in the kernel (module rules; ``Unsupported`` before any byte is
     written when the transport cannot take it)."""
-    fd = socket_descriptor(transport)
+    return await writev_to_socket(socket_descriptor(transport), parts, detach=detach,
+                                  detach_after=detach_after, stall_timeout=stall_timeout)
+
+
+async def writev_to_socket(fd: int, parts: Sequence[bytes | bytearray | memoryview], *,
+                           detach: Detach | None = None, detach_after: float = 0.0,
+                           stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> int:
+    """:func:`writev_to_transport` on ``fd``, a descriptor from :func:`socket_descriptor`,
+    which it closes."""
     pending = [memoryview(p).cast("B") for p in parts if len(p)]
     sent = 0
     try:
