@@ -20,8 +20,9 @@ Rules (ISO/IEC 14496-12 §8.8, ISO/IEC 23001-7 §7, SPECS §1.6):
 
 from __future__ import annotations
 
+import itertools
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from origin.container.boxes import (
@@ -81,11 +82,26 @@ class Fragment:
 
 
 @dataclass(frozen=True, slots=True)
+class TrafAux:
+    """What a ``traf``'s ``senc`` and ``saiz`` hold that does not depend on the value of
+    its IVs, only on their size (:func:`plan_traf_aux`): each sample's subsample entries
+    as written in ``senc`` (all empty when no sample has subsamples), and ``saiz`` (empty
+    when every sample's auxiliary information is empty)."""
+
+    iv_size: int
+    subsampled: bool
+    entries: tuple[bytes, ...] = field(repr=False)
+    saiz: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class TrafProtection:
-    """How one ``traf``'s samples were protected: their subsamples and IVs."""
+    """How one ``traf``'s samples were protected: their subsamples and IVs, and, when the
+    caller has it from an earlier request, the IV-independent part of the aux boxes."""
 
     samples: tuple[SampleCrypto, ...]
     ivs: tuple[bytes, ...] = field(default=(), repr=False)  # empty for constant-IV cbcs
+    aux: TrafAux | None = field(default=None, repr=False)
 
 
 def _read(fmt: str, buf: Buffer, at: int, end: int) -> tuple[int, ...]:
@@ -187,11 +203,6 @@ def _parse_trun(seg: Buffer, box: Box, default_size: int) -> Trun:
 # --- writing ---------------------------------------------------------------------------
 
 
-def _aux_sizes(prot: TrafProtection, subsampled: bool) -> list[int]:
-    iv_size = len(prot.ivs[0]) if prot.ivs else 0
-    return [iv_size + (2 + 6 * len(_entries(s)) if subsampled else 0) for s in prot.samples]
-
-
 def _entries(sample: SampleCrypto) -> tuple[Subsample, ...]:
     """Subsamples as written in ``senc``: a full-sample sample is one protected run."""
     if sample.subsamples:
@@ -199,27 +210,52 @@ def _entries(sample: SampleCrypto) -> tuple[Subsample, ...]:
     return (Subsample(0, sample.size),)
 
 
+def plan_traf_aux(samples: Sequence[SampleCrypto], iv_size: int) -> TrafAux:
+    """The IV-independent part of a ``traf``'s ``senc`` and ``saiz`` (§7.2) for these
+    samples and per-sample IVs of ``iv_size`` bytes (0: a constant IV)."""
+    subsampled = any(s.subsamples for s in samples)
+    if subsampled:
+        entries = tuple(_pack_entries(_entries(s)) for s in samples)
+    else:
+        entries = (b"",) * len(samples)
+    sizes = [iv_size + len(e) for e in entries]
+    saiz = b""
+    if any(sizes):
+        if max(sizes) > 0xFF:
+            raise MalformedMedia("a sample has too many NAL units to describe in saiz")
+        if len(set(sizes)) == 1:
+            saiz = build_full_box("saiz", 0, 0, struct.pack(">BI", sizes[0], len(sizes)))
+        else:
+            saiz = build_full_box("saiz", 0, 0, struct.pack(">BI", 0, len(sizes)), bytes(sizes))
+    return TrafAux(iv_size, subsampled, entries, saiz)
+
+
+def _pack_entries(subs: tuple[Subsample, ...]) -> bytes:
+    """One sample's ``senc`` subsample list: u16 count, then (u16 clear, u32 protected)."""
+    return struct.pack(">H" + "HI" * len(subs), len(subs),
+                       *(v for e in subs for v in (e.clear, e.protected)))
+
+
 def build_senc(prot: TrafProtection) -> bytes:
     """``senc`` (§7.2.1): per-sample IVs, then subsample entries when any sample has them."""
-    subsampled = any(s.subsamples for s in prot.samples)
-    parts = [struct.pack(">I", len(prot.samples))]
-    for index, sample in enumerate(prot.samples):
-        if prot.ivs:
-            parts.append(prot.ivs[index])
-        if subsampled:
-            entries = _entries(sample)
-            parts.append(struct.pack(">H", len(entries)))
-            parts.extend(struct.pack(">HI", e.clear, e.protected) for e in entries)
-    return build_full_box("senc", 0, SENC_SUBSAMPLES if subsampled else 0, *parts)
+    aux = _aux(prot)
+    body: Iterable[bytes] = (aux.entries if not prot.ivs
+                             else itertools.chain.from_iterable(zip(prot.ivs, aux.entries,
+                                                                    strict=True)))
+    return build_full_box("senc", 0, SENC_SUBSAMPLES if aux.subsampled else 0,
+                          struct.pack(">I", len(prot.samples)), b"".join(body))
 
 
 def build_saiz(prot: TrafProtection) -> bytes:
-    sizes = _aux_sizes(prot, any(s.subsamples for s in prot.samples))
-    if max(sizes) > 0xFF:
-        raise MalformedMedia("a sample has too many NAL units to describe in saiz")
-    if len(set(sizes)) == 1:
-        return build_full_box("saiz", 0, 0, struct.pack(">BI", sizes[0], len(sizes)))
-    return build_full_box("saiz", 0, 0, struct.pack(">BI", 0, len(sizes)), bytes(sizes))
+    return _aux(prot).saiz
+
+
+def _aux(prot: TrafProtection) -> TrafAux:
+    iv_size = len(prot.ivs[0]) if prot.ivs else 0
+    aux = prot.aux
+    if aux is None or aux.iv_size != iv_size or len(aux.entries) != len(prot.samples):
+        aux = plan_traf_aux(prot.samples, iv_size)
+    return aux
 
 
 SAIO_SIZE = 20  # header 8 + version/flags 4 + entry_count 4 + one u32 offset
@@ -241,9 +277,7 @@ class _TrafPlan:
 
 
 def _plan(prot: TrafProtection) -> _TrafPlan:
-    senc = build_senc(prot)
-    empty = all(size == 0 for size in _aux_sizes(prot, any(s.subsamples for s in prot.samples)))
-    return _TrafPlan(b"" if empty else build_saiz(prot), senc)
+    return _TrafPlan(build_saiz(prot), build_senc(prot))
 
 
 def write_protected_fragment(

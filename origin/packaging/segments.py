@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 from origin.container.boxes import Buffer
 from origin.container.fragment import (
     Fragment,
+    TrafAux,
     TrafProtection,
     parse_fragment,
+    plan_traf_aux,
     protected_fragment_parts,
 )
 from origin.container.init_segment import InitInfo, TrackInfo, parse_init, protect_init
@@ -38,7 +40,7 @@ from origin.container.subsamples import SubsampleGenerator
 from origin.crypto.aes128 import SegmentEncryptor, output_room
 from origin.crypto.cbcs import encrypt_cbcs
 from origin.crypto.cenc import encrypt_cenc
-from origin.crypto.iv import derive_iv, derive_sample_ivs
+from origin.crypto.iv import CENC_IV_SIZE, derive_iv, derive_sample_ivs
 from origin.crypto.key import ContentKey
 from origin.crypto.subsample import CommonScheme, SampleCrypto
 from origin.errors import MalformedMedia, NotFound
@@ -190,6 +192,7 @@ class FragmentPlan:
 
     fragment: Fragment
     layouts: tuple[tuple[tuple[SampleCrypto, ...], ...], ...] = field(repr=False)
+    aux: tuple[tuple[TrafAux, ...], ...] = field(repr=False)  # senc/saiz parts, same shape
 
     @property
     def weight(self) -> int:
@@ -206,7 +209,9 @@ def plan_fragment(buf: Buffer, init: InitInfo, scheme: CommonScheme) -> Fragment
     view = memoryview(buf)
     layouts = tuple(tuple(_sample_layout(view, traf.samples, init.track(traf.track_id), scheme)
                           for traf in moof.trafs) for moof in fragment.moofs)
-    return FragmentPlan(fragment, layouts)
+    iv_size = CENC_IV_SIZE if scheme is CommonScheme.CENC else 0  # cbcs: constant IV
+    aux = tuple(tuple(plan_traf_aux(samples, iv_size) for samples in moof) for moof in layouts)
+    return FragmentPlan(fragment, layouts, aux)
 
 
 # Parsed structure by source stamp (``origin.packaging.media_index``): init sections by
@@ -334,10 +339,10 @@ def protect_fragment_parts(buf: memoryview, init: InitInfo, scheme: CommonScheme
     fragment = plan.fragment
     civ = constant_iv(key)
     protections = []
-    for moof_index, (moof, moof_layouts) in enumerate(zip(fragment.moofs, plan.layouts,
-                                                          strict=True)):
+    for moof_index, (moof, moof_layouts, moof_aux) in enumerate(
+            zip(fragment.moofs, plan.layouts, plan.aux, strict=True)):
         row = []
-        for traf, samples in zip(moof.trafs, moof_layouts, strict=True):
+        for traf, samples, aux in zip(moof.trafs, moof_layouts, moof_aux, strict=True):
             ivs: tuple[bytes, ...] = ()
             if scheme is CommonScheme.CBCS:
                 crypt, skip = CBCS_VIDEO_PATTERN
@@ -346,7 +351,7 @@ def protect_fragment_parts(buf: memoryview, init: InitInfo, scheme: CommonScheme
                 ivs = tuple(derive_sample_ivs(key.kid, f"{segment_id}#{moof_index}",
                                               traf.track_id, len(samples)))
                 encrypt_cenc(key.key, buf, samples, ivs)
-            row.append(TrafProtection(samples, ivs))
+            row.append(TrafProtection(samples, ivs, aux))
         protections.append(row)
     return protected_fragment_parts(buf, fragment, protections)
 
