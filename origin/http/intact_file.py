@@ -9,8 +9,13 @@ length mixing old and new bytes under the old ETag.
 Rules:
 
 - by default the bytes are read in the default executor, a chunk at a time with
-  ``pread`` at its offset (nothing depends on the file position), and written through
-  the transport, which keeps them: what is in flight is a copy;
+  ``preadv`` at its offset (nothing depends on the file position) into a buffer from a
+  pool (``packaging.buffer_pool``: no megabyte allocated per chunk, so memory stays flat
+  however many downloads run), and written from it by ``writev`` on the socket
+  (``origin.http.socket_sendfile``): what is in flight is the kernel's copy, and the
+  buffer goes back once its bytes are in the kernel (after a copy, if the client leaves
+  the socket full for ``DETACH_AFTER``); under TLS the chunk is copied through the
+  transport;
 - with ``zero_copy`` (files origin writes once and only ever replaces by rename: the
   disk tier of the cache), all but the last chunk go out with ``sendfile(2)`` straight
   into the socket (``origin.http.socket_sendfile``), copying where it cannot be used
@@ -42,6 +47,7 @@ import asyncio
 import io
 import logging
 import os
+from dataclasses import dataclass
 from typing import IO, Any
 
 from aiohttp import web
@@ -49,23 +55,88 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.typedefs import LooseHeaders, PathLike
 
 from origin.http.file_ranges import RangeCheckedFileResponse
-from origin.http.socket_sendfile import Unsupported, sendfile_to_transport
+from origin.http.socket_sendfile import (
+    Unsupported,
+    sendfile_to_transport,
+    socket_descriptor,
+    writev_to_socket,
+)
+from origin.packaging.buffer_pool import BufferPool, Lease
 
 log = logging.getLogger("origin.http")
 
 CHECKED_TAIL = 64 * 1024  # with zero_copy: the last bytes, read and checked, not sendfile'd
 
 
+CHUNK_BUFFERS = BufferPool(keep=8)  # the copy path's chunks, shared by every response
+DETACH_AFTER = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """``size`` bytes of a file at the start of a pooled buffer."""
+
+    lease: Lease
+    size: int
+
+    def release(self) -> None:
+        self.lease.release()
+
+
 def read_chunk(fd: int, offset: int, size: int,
-               sent_as: os.stat_result | None) -> bytes | None:
-    """``size`` bytes at ``offset``; with ``sent_as``, None if the file no longer has that
-    size and mtime after the read (blocking: run it in an executor)."""
-    data = os.pread(fd, size, offset)
-    if sent_as is not None:
-        now = os.fstat(fd)
-        if (now.st_size, now.st_mtime_ns) != (sent_as.st_size, sent_as.st_mtime_ns):
-            return None
-    return data
+               sent_as: os.stat_result | None) -> Chunk | None:
+    """The file's bytes at ``offset`` (up to ``size``; fewer at its end) in a pooled
+    buffer; with ``sent_as``, None if the file no longer has that size and mtime after the
+    read (blocking: run it in an executor).  The caller releases the chunk."""
+    lease = CHUNK_BUFFERS.take(size)
+    try:
+        got = os.preadv(fd, [lease.view[:size]], offset)
+        if sent_as is not None:
+            now = os.fstat(fd)
+            if (now.st_size, now.st_mtime_ns) != (sent_as.st_size, sent_as.st_mtime_ns):
+                lease.release()
+                return None
+    except BaseException:
+        lease.release()
+        raise
+    return Chunk(lease, got)
+
+
+class _ChunkWriter:
+    """Writes pooled chunks into a response's socket (or through its transport under
+    TLS) and gives each buffer back once its bytes are in the kernel."""
+
+    def __init__(self, writer: AbstractStreamWriter, transport: asyncio.BaseTransport) -> None:
+        self._writer = writer
+        try:
+            self._fd: int | None = socket_descriptor(transport)
+        except Unsupported:
+            self._fd = None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    async def write(self, chunk: Chunk) -> None:
+        try:
+            data = chunk.lease.view[:chunk.size]
+            if self._fd is None:
+                await self._writer.write(bytes(data))
+                return
+
+            def detach(pending: list[memoryview]) -> list[memoryview]:
+                copy = memoryview(b"".join(pending))
+                chunk.release()
+                return [copy]
+
+            sent = await writev_to_socket(self._fd, (data,), detach=detach,
+                                          detach_after=DETACH_AFTER)
+            self._writer.output_size += sent
+            if self._writer.length is not None:
+                self._writer.length -= sent
+        finally:
+            chunk.release()
 
 
 class IntactFileResponse(RangeCheckedFileResponse):
@@ -95,10 +166,21 @@ class IntactFileResponse(RangeCheckedFileResponse):
         if sent == head:
             chunk = await asyncio.get_running_loop().run_in_executor(
                 None, read_chunk, fd, offset + head, count - head, self._sent_as)
-            if chunk is not None and len(chunk) == count - head:
-                await writer.write(chunk)
+            if chunk is not None and chunk.size == count - head:
+                writer.send_headers()
+                transport = request.transport
+                if transport is None:
+                    chunk.release()
+                    raise ConnectionResetError("connection lost")
+                out = _ChunkWriter(writer, transport)
+                try:
+                    await out.write(chunk)
+                finally:
+                    out.close()
                 await writer.drain()
                 return writer
+            if chunk is not None:
+                chunk.release()
         log.warning("%s changed while being sent; connection closed short", self._path.name)
         self.force_close()
         return writer
@@ -110,31 +192,36 @@ class IntactFileResponse(RangeCheckedFileResponse):
         if count == 0:
             return 0
         writer.send_headers()
-        if not self.zero_copy:
-            return await self._copy(writer, fd, offset, count)
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("connection lost")
+        if not self.zero_copy:
+            return await self._copy(writer, transport, fd, offset, count)
         try:
             sent = await sendfile_to_transport(transport, fd, offset, count)
         except Unsupported:
-            return await self._copy(writer, fd, offset, count)
+            return await self._copy(writer, transport, fd, offset, count)
         writer.output_size += sent
         if writer.length is not None:
             writer.length -= sent
         return sent
 
-    async def _copy(self, writer: AbstractStreamWriter, fd: int, offset: int,
-                    count: int) -> int:
+    async def _copy(self, writer: AbstractStreamWriter, transport: asyncio.BaseTransport,
+                    fd: int, offset: int, count: int) -> int:
         loop = asyncio.get_running_loop()
         sent = 0
-        while sent < count:
-            size = min(self._chunk_size, count - sent)
-            chunk = await loop.run_in_executor(None, read_chunk, fd, offset + sent, size, None)
-            assert chunk is not None
-            if chunk:
-                await writer.write(chunk)
-            sent += len(chunk)
-            if len(chunk) < size:
-                break
+        out = _ChunkWriter(writer, transport)
+        try:
+            while sent < count:
+                size = min(self._chunk_size, count - sent)
+                chunk = await loop.run_in_executor(None, read_chunk, fd, offset + sent, size,
+                                                   None)
+                assert chunk is not None
+                got = chunk.size
+                await out.write(chunk)
+                sent += got
+                if got < size:
+                    break
+        finally:
+            out.close()
         return sent

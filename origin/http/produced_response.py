@@ -106,8 +106,11 @@ class ProducedResponse(web.StreamResponse):
                       len(copy), segment.etag)
             return [copy]
 
-        sent = await writev_to_socket(fd, (head, *segment.parts), detach=detach,
-                                      detach_after=DETACH_AFTER)
+        try:
+            sent = await writev_to_socket(fd, (head, *segment.parts), detach=detach,
+                                          detach_after=DETACH_AFTER)
+        finally:
+            os.close(fd)
         writer.output_size += sent
         if writer.length is not None:
             writer.length -= sent - len(head)

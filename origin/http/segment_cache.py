@@ -140,7 +140,9 @@ class SegmentCache:
         self.disk = (DiskStore(settings.disk_dir, settings.disk_bytes)
                      if self.enabled and settings.disk_dir is not None else None)
         self.stamps = SourceStamps() if self.enabled else SourceStamps(revalidate=0.0)
-        self.pool = BufferPool()  # the buffers segments are read and encrypted in
+        # The buffers segments are read and encrypted in: a production holds two at most
+        # (AES-128: a piece and the output), and a body one until its bytes are sent.
+        self.pool = BufferPool(keep=2 * threads + 2)
         # Segments are read and encrypted on these threads, not the default executor's:
         # fewer threads than the default's cpu+4 contend less for the GIL (the parsing
         # and box building are Python), and OpenSSL and numpy release it anyway.

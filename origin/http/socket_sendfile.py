@@ -4,7 +4,7 @@ uvloop has no ``loop.sendfile``, so aiohttp's ``FileResponse`` falls back to rea
 the file in the executor and writing every chunk through the transport: two copies
 through user space and a thread hand-off per chunk.  This module moves the bytes with
 ``os.sendfile`` instead, the kernel copying page cache to socket, as nginx does; and
-``os.writev`` for bodies already in memory (``writev_to_transport``), so a caller
+``os.writev`` for bodies already in memory (``writev_to_socket``), so a caller
 knows the moment its buffers are in the kernel and free to reuse.
 
 Rules:
@@ -30,7 +30,7 @@ Rules:
   media and the disk tier of the cache are expected to stay cached.
 - The file ending early (truncated under us) stops the send with the count so far; the
   caller decides what a short body means.
-- ``writev_to_transport`` returns once every byte is in the kernel's socket buffer.
+- ``writev_to_socket`` returns once every byte is in the kernel's socket buffer.
   When the socket stays full for ``detach_after`` seconds, it calls ``detach`` once with
   the views not yet sent and sends what that returns instead (the caller copies them
   out and frees its buffers: a client that stops reading must not hold them).
@@ -95,47 +95,34 @@ async def writable_within(fd: int, seconds: float) -> bool:
 Detach = Callable[[list[memoryview]], list[memoryview]]
 
 
-async def writev_to_transport(transport: asyncio.BaseTransport,
-                              parts: Sequence[bytes | bytearray | memoryview], *,
-                              detach: Detach | None = None, detach_after: float = 0.0,
-                              stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> int:
-    """Write ``parts`` in order into ``transport``'s socket; the number of bytes, all of
-    them, once they are in the kernel (module rules; ``Unsupported`` before any byte is
-    written when the transport cannot take it)."""
-    return await writev_to_socket(socket_descriptor(transport), parts, detach=detach,
-                                  detach_after=detach_after, stall_timeout=stall_timeout)
-
-
 async def writev_to_socket(fd: int, parts: Sequence[bytes | bytearray | memoryview], *,
                            detach: Detach | None = None, detach_after: float = 0.0,
                            stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> int:
-    """:func:`writev_to_transport` on ``fd``, a descriptor from :func:`socket_descriptor`,
-    which it closes."""
+    """Write ``parts`` in order into the socket ``fd`` (a descriptor from
+    :func:`socket_descriptor`; the caller closes it); the number of bytes, all of them,
+    once they are in the kernel (module rules)."""
     pending = [memoryview(p).cast("B") for p in parts if len(p)]
     sent = 0
-    try:
-        while pending:
-            try:
-                moved = os.writev(fd, pending[:MAX_IOVECS])
-            except BlockingIOError:
-                if detach is not None:
-                    if not await writable_within(fd, detach_after):
-                        pending, detach = detach(pending), None
-                    continue
-                await wait_writable(fd, stall_timeout)
+    while pending:
+        try:
+            moved = os.writev(fd, pending[:MAX_IOVECS])
+        except BlockingIOError:
+            if detach is not None:
+                if not await writable_within(fd, detach_after):
+                    pending, detach = detach(pending), None
                 continue
-            except (BrokenPipeError, ConnectionResetError) as error:
-                raise ConnectionResetError(str(error)) from None
-            sent += moved
-            while moved:
-                first = pending[0]
-                if moved < len(first):
-                    pending[0] = first[moved:]
-                    break
-                moved -= len(first)
-                del pending[0]
-    finally:
-        os.close(fd)
+            await wait_writable(fd, stall_timeout)
+            continue
+        except (BrokenPipeError, ConnectionResetError) as error:
+            raise ConnectionResetError(str(error)) from None
+        sent += moved
+        while moved:
+            first = pending[0]
+            if moved < len(first):
+                pending[0] = first[moved:]
+                break
+            moved -= len(first)
+            del pending[0]
     return sent
 
 
