@@ -710,7 +710,7 @@ def has_open(pid: int, path: Path) -> bool:
     return False
 
 
-@pytest.mark.parametrize("change", ["truncate", "rewrite-in-place", "none"])
+@pytest.mark.parametrize("change", ["truncate", "rewrite-in-place", "grow", "none"])
 async def test_encrypted_source_changed_while_read(media_copy: Path, tmp_path: Path,
                                                    change: str) -> None:
     """Every read of one source file is held back (``strace`` fault injection), and the
@@ -733,6 +733,9 @@ async def test_encrypted_source_changed_while_read(media_copy: Path, tmp_path: P
                 truncate(path, data[:len(data) // 2])
             elif change == "rewrite-in-place":
                 rewrite_in_place(path, new)  # the same size: only the stamp tells
+            elif change == "grow":  # appended to: more bytes than the stamp's size
+                with path.open("ab") as fh:
+                    fh.write(new)
             answer = await pending
             if change == "none":
                 assert answer.status == 200

@@ -18,11 +18,8 @@ every request.  Media segments are read into pooled buffers
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from origin.container.boxes import Buffer
@@ -43,14 +40,14 @@ from origin.crypto.cenc import encrypt_cenc
 from origin.crypto.iv import CENC_IV_SIZE, derive_iv, derive_sample_ivs
 from origin.crypto.key import ContentKey
 from origin.crypto.subsample import CommonScheme, SampleCrypto
-from origin.errors import MalformedMedia, NotFound
+from origin.errors import NotFound
 from origin.packaging.buffer_pool import BufferPool, Lease
 from origin.packaging.catalog import MediaFile, MediaKind
 from origin.packaging.drm import DrmContext, constant_iv, init_pssh_boxes
 from origin.packaging.media_index import MediaIndex
 from origin.packaging.scheme import Scheme
+from origin.packaging.source_file import open_source, read_source, read_whole
 
-MAX_SEGMENT_BYTES = 256 << 20
 ENCRYPTABLE = frozenset({
     MediaKind.TS_SEGMENT, MediaKind.MP4_INIT, MediaKind.MP4_SEGMENT, MediaKind.AUDIO_SEGMENT,
 })
@@ -117,71 +114,6 @@ def rendition_iv(key: ContentKey, folder: str) -> bytes:
     decrypts a segment's last access unit with the next segment's IV.
     """
     return derive_iv(key.kid, Scheme.SAMPLE_AES.value, folder)
-
-
-def read_source(file: MediaFile, pool: BufferPool) -> tuple[Lease, os.stat_result]:
-    """Read a whole source file (blocking) into the start of a buffer from ``pool``
-    (straight into it, no intermediate copy); the lease and the file's stamp.  NotFound
-    if it vanished since the scan; see :func:`read_whole` for a file that changes while
-    being read.  The caller releases the lease."""
-    with _open_source(file) as fh:
-        before = _check_size(os.fstat(fh.fileno()))
-        lease = pool.take(before.st_size)
-        try:
-            _read_checked(fh, lease.view, before)
-        except BaseException:
-            lease.release()
-            raise
-    return lease, before
-
-
-def read_whole(file: MediaFile) -> tuple[bytearray, os.stat_result]:
-    """Read a whole source file (blocking) into a fresh ``bytearray`` of its size (init
-    sections, MPEG-TS segments); NotFound if it vanished since the scan.
-
-    The bytes are those of the stamp returned: a file whose size or mtime is not the
-    same after the read as before it changed while being read (cut, grown, or rewritten
-    in place) and is ``MalformedMedia``, never a body under another version's ETag."""
-    with _open_source(file) as fh:
-        before = _check_size(os.fstat(fh.fileno()))
-        data = bytearray(before.st_size)
-        _read_checked(fh, memoryview(data), before)
-    return data, before
-
-
-@contextlib.contextmanager
-def _open_source(file: MediaFile) -> Iterator[io.FileIO]:
-    try:
-        fh = open(file.real_path, "rb", buffering=0)  # noqa: SIM115 (closed below)
-    except FileNotFoundError:
-        raise NotFound("no such file in asset") from None
-    with fh:
-        yield fh
-
-
-def _check_size(st: os.stat_result) -> os.stat_result:
-    if st.st_size > MAX_SEGMENT_BYTES:
-        raise MalformedMedia("segment too large")
-    return st
-
-
-def _read_checked(fh: io.FileIO, view: memoryview, before: os.stat_result) -> None:
-    """Fill ``view[:before.st_size]`` from ``fh``; MalformedMedia if the file is not the
-    one ``before`` describes by the end (module docstring of :func:`read_whole`)."""
-    size, got = before.st_size, 0
-    while got < size and (n := fh.readinto(view[got:size])):
-        got += n
-    grown = fh.read(1)
-    _check_unchanged(before, os.fstat(fh.fileno()), got, grown)
-
-
-def _check_unchanged(before: os.stat_result, after: os.stat_result, got: int,
-                     grown: bytes) -> None:
-    """MalformedMedia unless exactly ``before.st_size`` bytes were read, none follow, and
-    the size and mtime are those of ``before``."""
-    if got != before.st_size or grown or (after.st_size, after.st_mtime_ns) != (
-            before.st_size, before.st_mtime_ns):
-        raise MalformedMedia("segment changed while being read")
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,27 +222,27 @@ def _produce_aes128(job: SegmentJob, pool: BufferPool) -> ProtectedSegment:
     """HLS AES-128: the source read ``AES128_PIECE`` bytes at a time into a small pooled
     buffer (it stays in cache) and encrypted from there into the output buffer."""
     file, key = job.file, job.key
-    with _open_source(file) as fh:
-        before = _check_size(os.fstat(fh.fileno()))
-        size = before.st_size
-        out = pool.take(output_room(size))
+    with open_source(file) as source:
+        out = pool.take(output_room(source.size))
         piece = pool.take(AES128_PIECE)
         try:
             encryptor = SegmentEncryptor(key.key, segment_iv(job.scheme, key, file.rel))
-            chunk, got, n = piece.view[:AES128_PIECE], 0, 0
-            while got < size and (read := fh.readinto(chunk[:size - got])):
+            chunk, got, n = piece.view, 0, 0
+            # Up to one byte past the stamped size: a file that grew is seen (and refused
+            # below) without ever writing past the output's room.
+            while got <= source.size and (
+                    read := source.readinto(chunk[:min(AES128_PIECE, source.size - got + 1)])):
                 got += read
                 n += encryptor.update_into(chunk[:read], out.view[n:])
-            grown = fh.read(1)
-            after = os.fstat(fh.fileno())
-            _check_unchanged(before, after, got, grown)
+            source.check_unchanged(got)
             n += encryptor.finish_into(out.view[n:])
         except BaseException:
             out.release()
             raise
         finally:
             piece.release()
-    return ProtectedSegment((out.view[:n],), n, segment_etag(job, _stamp(before), None), (out,))
+    return ProtectedSegment((out.view[:n],), n, segment_etag(job, _stamp(source.stat), None),
+                            (out,))
 
 
 def _stamp(st: os.stat_result) -> SourceStamp:
