@@ -19,8 +19,11 @@ Routes:
 
 The app's state lives under the typed keys of ``origin.license.app_state``; the keystore
 is opened in a ``cleanup_ctx`` and every call to it runs in the default executor
-(``run_blocking``).  The internal API's token is checked by ``origin.license.bearer``; the
-licence routes authorise through ``origin.license.request_authorization``.  Serve the app
+(``run_blocking``).  Keys by id and policies are read through its ``KeyCache``
+(``origin.license.key_cache``), which holds them while the keystore file is unchanged
+(its one check, on the loop, reads SQLite's ``PRAGMA data_version``).  The internal
+API's token is checked by ``origin.license.bearer``; the licence routes authorise
+through ``origin.license.request_authorization``.  Serve the app
 with ``access_log_class=LicenseAccessLogger`` (as ``origin.license.server`` does) so
 query-string tokens stay out of the access log.
 """
@@ -38,6 +41,7 @@ from origin.license.admin import setup_admin
 from origin.license.app_state import (
     AUTHORIZER_KEY,
     DECISIONS_KEY,
+    KEY_CACHE_KEY,
     KEYSTORE_KEY,
     METRICS_KEY,
     NO_STORE,
@@ -50,12 +54,18 @@ from origin.license.audit import DecisionRecorder
 from origin.license.authorization import Authorizer, TokenVerifierBox
 from origin.license.bearer import require_bearer
 from origin.license.fairplay_routes import setup_fairplay
+from origin.license.key_cache import DataVersion, KeyCache
 from origin.license.keystore import Keystore, StoredKey
 from origin.license.kid import parse_kid_strict
 from origin.license.metrics import LicenseMetrics
 from origin.license.middleware import error_middleware
 from origin.license.policy import KeyRequest, KeySystem, LicenseType, PolicyDecisionPoint
-from origin.license.request_authorization import authorize, authorize_kids, player_token
+from origin.license.request_authorization import (
+    authorize,
+    authorize_kids,
+    player_token,
+    stored_key,
+)
 from origin.license.request_body import read_body
 from origin.license.settings import LicenseSettings
 from origin.license.token_setup import setup_token_verification
@@ -93,18 +103,25 @@ async def _keystore_context(app: web.Application) -> AsyncIterator[None]:
     """Open the keystore (in the executor) for the app's lifetime; fails startup on a bad KEK."""
     settings = app[SETTINGS_KEY]
     keystore = await run_blocking(Keystore.open, settings.db_path, settings.kek)
+    try:
+        versions = await run_blocking(DataVersion.open, settings.db_path)
+    except BaseException:
+        await run_blocking(keystore.close)
+        raise
     app[KEYSTORE_KEY] = keystore
+    app[KEY_CACHE_KEY] = KeyCache(keystore, versions)
     app[AUTHORIZER_KEY] = Authorizer(keystore, app[VERIFIER_KEY], pdp=app[POLICY_KEY])
     try:
         yield
     finally:
+        versions.close()
         await run_blocking(keystore.close)
 
 
 async def aes128_key(request: web.Request) -> web.Response:
     """The AES-128 key (16 raw bytes) for an HLS key URI, if the policy allows it."""
     kid = _kid_param(request)
-    stored = await run_blocking(request.app[KEYSTORE_KEY].get, kid)
+    stored = await stored_key(request, kid)
     if stored is None:
         raise NotFound("unknown key id")
     await authorize(
@@ -144,7 +161,7 @@ async def internal_key(request: web.Request) -> web.Response:
     """A key by id, with its asset.  Internal API."""
     _require_internal_token(request)
     kid = _kid_param(request)
-    stored: StoredKey | None = await run_blocking(request.app[KEYSTORE_KEY].get, kid)
+    stored: StoredKey | None = await stored_key(request, kid)
     if stored is None:
         raise NotFound("unknown key id")
     body = _key_json(stored.key) | {"asset": stored.record.asset}

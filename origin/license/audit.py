@@ -33,8 +33,10 @@ Rules:
   append-only and created mode 0600 (an existing file is narrowed to 0600), flushed
   after every line; the ``origin.audit`` logger is then at INFO whatever the log
   level.  Lines also propagate to the process log.
-- ``record`` blocks (it writes the file): ``authorize`` calls it in the executor job
-  that decided, so the line is written before the response leaves.
+- ``record`` writes the line where the decision was made, before the response
+  leaves: on the event loop for ``open`` policies (one buffered line, like the access
+  log's), else in the executor job that decided.  The JSON is built only when the
+  ``origin.audit`` logger would emit it; the decision is counted either way.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ import re
 import socket
 import stat
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -64,6 +66,7 @@ TOKEN_HASH_DIGITS = 16
 FORWARDED_FOR = "X-Forwarded-For"
 REQUEST_ID = "X-Request-Id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,13 @@ class DecisionRecord:
 
     def to_json(self) -> str:
         """The record as one line of compact JSON (no newline in it, whatever it holds)."""
-        fields = asdict(self)
-        fields["assets"] = list(self.assets)
-        fields["kids"] = list(self.kids)
-        fields["result"] = self.result.value
-        return json.dumps(fields, separators=(",", ":"), ensure_ascii=True)
+        return _ENCODER.encode({
+            "time": self.time, "client": self.client, "key_system": self.key_system,
+            "assets": list(self.assets), "kids": list(self.kids),
+            "license_type": self.license_type, "result": self.result.value,
+            "reason": self.reason, "subject": self.subject, "token_hash": self.token_hash,
+            "request_id": self.request_id,
+        })
 
 
 def requester_of(request: web.Request) -> Requester:
@@ -181,7 +186,8 @@ class DecisionRecorder:
     def record(self, record: DecisionRecord) -> None:
         """Count the decision and write its audit line.  Blocking (the audit file)."""
         self._metrics.count_decision(record.key_system, record.result, record.reason)
-        self._log.info("%s", record.to_json())
+        if self._log.isEnabledFor(logging.INFO):  # the line is made only to be written
+            self._log.info("%s", record.to_json())
 
 
 class _AuditLineFormatter(logging.Formatter):

@@ -19,8 +19,13 @@ Rules:
 - ``settle`` is ``authorize`` without the raise: it returns a ``Verdict`` (the
   decision or the refusal, and the token that verified), so the caller can record
   who was refused and why (``origin.license.audit``) before raising.
+- The policies come from the keystore, or from the caller (``policies``: as the
+  keystore holds them now, ``origin.license.key_cache``).  With every policy ``open``
+  and the policies given, ``settle`` neither checks a token nor touches SQLite: it
+  does not block (``needs_executor`` is false).
 
-``authorize`` and ``settle`` block (SQLite) and run in the executor.
+Otherwise ``authorize`` and ``settle`` block (SQLite: policies, the replay counter;
+token verification) and run in the executor.
 """
 
 from __future__ import annotations
@@ -106,21 +111,25 @@ class Authorizer:
     def policy(self, asset: str) -> ContentKeyPolicy:
         return self._keystore.policy(asset)
 
-    def authorize(self, requests: Sequence[KeyRequest]) -> Decision:
+    def authorize(self, requests: Sequence[KeyRequest],
+                  policies: Mapping[str, ContentKeyPolicy] | None = None) -> Decision:
         """Allow every request or raise ``Unauthorized``/``Forbidden``.  All share one token.
 
         Returns the (combined) decision: the shortest durations of the policies met.
         """
-        return self.settle(requests).outcome()
+        return self.settle(requests, policies).outcome()
 
-    def settle(self, requests: Sequence[KeyRequest]) -> Verdict:
+    def settle(self, requests: Sequence[KeyRequest],
+               policies: Mapping[str, ContentKeyPolicy] | None = None) -> Verdict:
         """Decide like ``authorize``, but hand the refusal back instead of raising it,
         with the token that verified (for the audit log).  Other errors (the keystore)
-        still raise."""
+        still raise.  ``policies``: every request's asset's policy, if the caller has
+        them (module rules); else they are read from the keystore."""
         if not requests:
             return Verdict(None, Forbidden("no key requested"))
         now = self._clock()
-        policies = {r.asset: self._keystore.policy(r.asset) for r in requests}
+        if policies is None:
+            policies = {r.asset: self._keystore.policy(r.asset) for r in requests}
         verified: VerifiedToken | None = None
         if any(p.restriction is Restriction.TOKEN for p in policies.values()):
             try:
@@ -153,6 +162,12 @@ class Authorizer:
             _shortest(d.license_duration_s for d in decisions),
             _shortest(d.rental_duration_s for d in decisions),
         )
+
+    @staticmethod
+    def needs_executor(policies: Mapping[str, ContentKeyPolicy]) -> bool:
+        """Whether ``settle`` under these policies may block (a token is checked, a use
+        may be counted in SQLite); false when every policy is ``open``."""
+        return any(p.restriction is not Restriction.OPEN for p in policies.values())
 
     def _verify(self, token: str | None, now: float) -> VerifiedToken:
         if token is None:

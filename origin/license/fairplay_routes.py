@@ -59,7 +59,7 @@ from origin.crypto.rsa import (
     load_private_key,
 )
 from origin.errors import BadRequest, NotFound
-from origin.license.app_state import KEYSTORE_KEY, NO_STORE, SETTINGS_KEY, run_blocking
+from origin.license.app_state import NO_STORE, SETTINGS_KEY, run_blocking
 from origin.license.authorization import presented_token
 from origin.license.fairplay import (
     MAX_REQUEST_BYTES,
@@ -72,7 +72,7 @@ from origin.license.fairplay import (
 )
 from origin.license.ksm import CkcRequest, ExternalKsm, Ksm, TestKsm
 from origin.license.policy import KeyRequest, KeySystem, LicenseType
-from origin.license.request_authorization import authorize, player_token
+from origin.license.request_authorization import authorize, player_token, stored_key
 from origin.license.request_body import read_body
 from origin.license.settings import LicenseSettings
 
@@ -345,7 +345,7 @@ async def fairplay_license(request: web.Request) -> web.Response:
     offline = spc_request.offline or (
         "offline" in request.query and parse_offline_flag(request.query["offline"])
     )
-    stored = await run_blocking(request.app[KEYSTORE_KEY].get, kid)
+    stored = await stored_key(request, kid)
     if stored is None:
         raise NotFound("unknown key id")
     license_type = LicenseType.PERSISTENT if offline else LicenseType.STREAMING

@@ -42,12 +42,20 @@ class LicenseMetrics:
             ["key_system", "result", "reason"],
             registry=self.registry,
         )
+        # The label children already made: reasons are short fixed texts, so this stays
+        # as small as the metric itself.
+        self._children: dict[tuple[str, DecisionResult, str], Counter] = {}
 
     def __repr__(self) -> str:
         return "LicenseMetrics()"
 
     def count_decision(self, key_system: str, result: DecisionResult, reason: str) -> None:
-        self._decisions.labels(key_system, result.value, reason[:MAX_REASON]).inc()
+        labels = (key_system, result, reason)
+        child = self._children.get(labels)
+        if child is None:
+            child = self._decisions.labels(key_system, result.value, reason[:MAX_REASON])
+            self._children[labels] = child
+        child.inc()
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""

@@ -4,30 +4,34 @@ Rules, for every licence route (AES-128 key, ClearKey, FairPlay, Widevine, PlayR
 
 - the player's token is ``presented_token`` of the request's headers and query
   (``origin.license.authorization``);
+- keys and policies are read through the app's ``KeyCache`` (``origin.license.key_cache``:
+  from memory while the keystore is unchanged, else in the executor);
 - ``authorize`` runs the app's ``Authorizer`` and records the decision
-  (``DecisionRecorder``: counted and written to the audit log) in one executor job,
-  before the response leaves; a refusal raises 401/403/503 after it is recorded;
+  (``DecisionRecorder``: counted and written to the audit log) before the response
+  leaves; a refusal raises 401/403/503 after it is recorded.  When every policy is
+  ``open`` that is done on the loop (nothing in it blocks but the audit line's write,
+  as the access log's); otherwise in one executor job (token checks, the replay
+  counter).  A policy that cannot be read is recorded as an ``error`` decision, as a
+  failure inside the ``Authorizer`` is;
 - ``authorize_kids`` is the whole step for a request naming several kids (ClearKey,
-  Widevine, PlayReady), in this order: every kid is looked up (one executor job); one
-  unknown kid → 404 "unknown key id" and nothing is decided or recorded; then every
-  kid is authorised as one request — all or nothing.
-
-Every keystore and audit call blocks and runs in the default executor (``run_blocking``).
+  Widevine, PlayReady), in this order: every kid is looked up; one unknown kid → 404
+  "unknown key id" and nothing is decided or recorded; then every kid is authorised as
+  one request — all or nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
 from origin.errors import Forbidden, NotFound, OriginError, Unauthorized
-from origin.license.app_state import AUTHORIZER_KEY, DECISIONS_KEY, KEYSTORE_KEY, run_blocking
+from origin.license.app_state import AUTHORIZER_KEY, DECISIONS_KEY, KEY_CACHE_KEY, run_blocking
 from origin.license.audit import DecisionRecorder, Requester, describe_decision, requester_of
 from origin.license.authorization import Authorizer, presented_token
-from origin.license.keystore import Keystore, StoredKey
+from origin.license.keystore import StoredKey
 from origin.license.metrics import DecisionResult
-from origin.license.policy import Decision, KeyRequest, KeySystem, LicenseType
+from origin.license.policy import ContentKeyPolicy, Decision, KeyRequest, KeySystem, LicenseType
 
 
 def player_token(request: web.Request) -> str | None:
@@ -35,11 +39,16 @@ def player_token(request: web.Request) -> str | None:
     return presented_token(request.headers, request.query)
 
 
+async def stored_key(request: web.Request, kid: bytes) -> StoredKey | None:
+    """The stored key with this id, if any (through the app's ``KeyCache``)."""
+    return await request.app[KEY_CACHE_KEY].get(kid)
+
+
 async def authorize_kids(request: web.Request, kids: Sequence[bytes], key_system: KeySystem,
                          license_type: LicenseType) -> list[StoredKey]:
     """Look every kid up, 404 if one is unknown, then authorise them all (module rules);
     the stored keys, in the order of ``kids``."""
-    found = await run_blocking(_get_keys, request.app[KEYSTORE_KEY], kids)
+    found = await request.app[KEY_CACHE_KEY].get_many(kids)
     if any(stored is None for stored in found):
         raise NotFound("unknown key id")
     keys = [stored for stored in found if stored is not None]
@@ -52,38 +61,35 @@ async def authorize_kids(request: web.Request, kids: Sequence[bytes], key_system
 
 
 async def authorize(request: web.Request, key_requests: list[KeyRequest]) -> Decision:
-    """Run the ``Authorizer`` (in the executor); raises 401/403/503, else the decision.
+    """Run the ``Authorizer``; raises 401/403/503, else the decision (module rules).
 
-    Every decision is recorded once, in the same executor job (``DecisionRecorder``):
-    counted (``origin.license.metrics``) and written to the audit log
-    (``origin.license.audit``) with its short fixed reason, before the response leaves.
+    Every decision is recorded once (``DecisionRecorder``): counted
+    (``origin.license.metrics``) and written to the audit log (``origin.license.audit``)
+    with its short fixed reason, before the response leaves.
     """
+    app = request.app
+    authorizer, recorder = app[AUTHORIZER_KEY], app[DECISIONS_KEY]
+    requester = requester_of(request)
+    try:
+        policies = await app[KEY_CACHE_KEY].policies(r.asset for r in key_requests)
+    except Exception as exc:
+        _record_failure(recorder, key_requests, requester, exc)
+        raise
+    if not authorizer.needs_executor(policies):
+        return _decide_and_record(authorizer, recorder, key_requests, requester, policies)
     return await run_blocking(
-        _decide_and_record,
-        request.app[AUTHORIZER_KEY],
-        request.app[DECISIONS_KEY],
-        key_requests,
-        requester_of(request),
+        _decide_and_record, authorizer, recorder, key_requests, requester, policies
     )
 
 
-def _get_keys(keystore: Keystore, kids: Sequence[bytes]) -> list[StoredKey | None]:
-    """Look several keys up in one executor job."""
-    return [keystore.get(kid) for kid in kids]
-
-
 def _decide_and_record(authorizer: Authorizer, recorder: DecisionRecorder,
-                       key_requests: list[KeyRequest], requester: Requester) -> Decision:
-    """Decide and record the decision (blocking: SQLite, the audit file)."""
+                       key_requests: list[KeyRequest], requester: Requester,
+                       policies: Mapping[str, ContentKeyPolicy]) -> Decision:
+    """Decide and record the decision (may block: SQLite, the audit file)."""
     try:
-        verdict = authorizer.settle(key_requests)
-    except OriginError as exc:
-        recorder.record(describe_decision(key_requests, requester, DecisionResult.ERROR,
-                                          exc.detail, None))
-        raise
-    except Exception:
-        recorder.record(describe_decision(key_requests, requester, DecisionResult.ERROR,
-                                          OriginError.reason, None))
+        verdict = authorizer.settle(key_requests, policies)
+    except Exception as exc:
+        _record_failure(recorder, key_requests, requester, exc)
         raise
     if verdict.refusal is not None:
         refused = isinstance(verdict.refusal, (Unauthorized, Forbidden))
@@ -95,3 +101,11 @@ def _decide_and_record(authorizer: Authorizer, recorder: DecisionRecorder,
     recorder.record(describe_decision(key_requests, requester, DecisionResult.GRANTED,
                                       decision.reason, verdict.token))
     return decision
+
+
+def _record_failure(recorder: DecisionRecorder, key_requests: list[KeyRequest],
+                    requester: Requester, exc: Exception) -> None:
+    """Record a decision that could not be made: its typed reason, else the generic one."""
+    reason = exc.detail if isinstance(exc, OriginError) else OriginError.reason
+    recorder.record(describe_decision(key_requests, requester, DecisionResult.ERROR,
+                                      reason, None))
