@@ -20,6 +20,7 @@ from origin.http.catalog_service import CatalogService
 from origin.http.dash_routes import serve_dash
 from origin.http.hls_routes import CATALOG, KEYS, PUBLIC_URL, serve_hls
 from origin.http.key_client import KeyClient, make_license_session
+from origin.http.license_channel import LicenseChannel
 from origin.http.license_proxy import proxy_license_request
 from origin.http.metrics import METRICS_CONFIG, MetricsConfig, check_value_mode
 from origin.http.metrics_routes import serve_metrics
@@ -34,6 +35,7 @@ SETTINGS: web.AppKey[OriginSettings] = web.AppKey("settings", OriginSettings)
 LICENSE_SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey(
     "license_session", aiohttp.ClientSession
 )
+LICENSE_CHANNEL: web.AppKey[LicenseChannel] = web.AppKey("license_channel", LicenseChannel)
 
 
 async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -54,7 +56,12 @@ async def _license_ctx(app: web.Application) -> AsyncIterator[None]:
     session = make_license_session(settings.license, settings.license_timeout)
     app[LICENSE_SESSION] = session
     app[KEYS] = KeyClient(session, settings.license, settings.key_cache_ttl)
+    # The players' requests go through the proxy's own lean connections; the key
+    # client's internal API calls (cached, rare) keep the aiohttp session.
+    channel = LicenseChannel(settings.license, timeout=settings.license_timeout)
+    app[LICENSE_CHANNEL] = channel
     yield
+    await channel.close()
     await session.close()
 
 
@@ -71,8 +78,8 @@ async def proxy_admin(request: web.Request) -> web.StreamResponse:
 async def _proxy(request: web.Request, root: str) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     return await proxy_license_request(
-        request, request.app[LICENSE_SESSION], settings.license.base_url,
-        settings.max_license_body, root=root, body_timeout=settings.limits.body_timeout,
+        request, request.app[LICENSE_CHANNEL], settings.max_license_body, root=root,
+        body_timeout=settings.limits.body_timeout,
     )
 
 

@@ -24,9 +24,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8081
 UNIX_SOCKET_MODE = 0o600
 # Every serving process pools up to 256 connections to the licence module
-# (``origin.http.key_client.make_license_session``), and connect(2) on a Unix socket whose
-# backlog is full fails at once (EAGAIN: no SYN to retry, unlike TCP), which the origin can
-# only answer 503.  aiohttp's default backlog is 128.
+# (``origin.http.license_channel``, ``origin.http.key_client.make_license_session``), and
+# connect(2) on a Unix socket whose backlog is full fails at once (EAGAIN: no SYN to retry,
+# unlike TCP); the proxy's channel retries that within its connect time-out, but a burst
+# should not have to wait.  aiohttp's default backlog is 128.
 LISTEN_BACKLOG = 4096
 SHUTDOWN_TIMEOUT_S = 10.0
 
