@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -274,6 +275,27 @@ async def test_undecidable_request_is_an_error_line(
         line = app.one_line()
         assert (line["result"], line["reason"]) == ("error", "token verification is not "
                                                     "configured")
+
+
+async def test_unreadable_policy_is_an_error_line(
+    settings: LicenseSettings, policy: PolicyDecisionPoint, tmp_path: Path,
+) -> None:
+    """A stored policy that does not parse: 500, and still one ``error`` line and count
+    (the control: the same asset with its policy repaired is granted)."""
+    async with audited_app(settings, policy, tmp_path) as app:
+        movie = await app.key("movie")
+        set_policy(app.settings, "movie", ContentKeyPolicy())
+        with sqlite3.connect(app.settings.db_path) as db:
+            db.execute("UPDATE policies SET policy = '{\"restriction\": 7}'")
+        for _ in range(2):
+            status, body = await app.get(f"/license/aes128/{movie.kid_hex}")
+            assert (status, json.loads(body)) == (500, {"error": "internal error"})
+            line = app.one_line()
+            assert (line["result"], line["reason"]) == ("error", "internal error")
+        assert (await app.decisions())["aes128", "error", "internal error"] == 2
+        set_policy(app.settings, "movie", ContentKeyPolicy())
+        assert (await app.get(f"/license/aes128/{movie.kid_hex}"))[0] == 200
+        assert app.one_line()["result"] == "granted"
 
 
 async def test_lines_reach_the_audit_logger(

@@ -187,9 +187,14 @@ async def test_request_framing_with_a_body_and_a_path_prefix(tmp_path: Path) -> 
         await channel.exchange("POST", "/license/clearkey?x=1", [], b"{}")
         await channel.exchange("POST", "/license/clearkey", [], b"")
         await channel.close()
+        channel = LicenseChannel(LicenseEndpoint("http://[::1]:8081", "t", str(running.path)),
+                                 timeout=5)
+        await channel.exchange("GET", "/license/x", [], b"")
+        await channel.close()
     assert running.requests == [
         b"POST /base/license/clearkey?x=1 HTTP/1.1\r\nHost: h:81\r\nContent-Length: 2\r\n\r\n{}",
-        b"POST /base/license/clearkey HTTP/1.1\r\nHost: h:81\r\nContent-Length: 0\r\n\r\n"]
+        b"POST /base/license/clearkey HTTP/1.1\r\nHost: h:81\r\nContent-Length: 0\r\n\r\n",
+        b"GET /license/x HTTP/1.1\r\nHost: [::1]:8081\r\n\r\n"]
 
 
 async def collect(channel: LicenseChannel, method: str = "GET") -> tuple[int, bytes, bool]:

@@ -26,12 +26,7 @@ import pytest
 from origin.crypto.key import ContentKey
 from origin.license.key_cache import DataVersion, KeyCache
 from origin.license.keystore import KeyRecord, Keystore, StoredKey
-from origin.license.policy import (
-    DEFAULT_POLICY,
-    ContentKeyPolicy,
-    PolicyDecisionPoint,
-    Restriction,
-)
+from origin.license.policy import ContentKeyPolicy, PolicyDecisionPoint, Restriction
 from origin.license.settings import LicenseSettings
 from tests.conftest import ROOT, start_origin
 from tests.tools.licence import TOKEN, fetch_asset_key, running_licence_app
@@ -168,9 +163,6 @@ class CountingKeystore:
             asyncio.run_coroutine_threadsafe(self.gate.wait(), self.loop).result(5)
         return found
 
-    def policy(self, asset: str) -> ContentKeyPolicy:
-        self.reads += 1
-        return DEFAULT_POLICY
 
 
 def stored(kid: bytes) -> StoredKey:
@@ -188,12 +180,26 @@ async def test_held_until_the_version_changes() -> None:
     cache = cache_of(keystore, versions)
     first = await cache.get(kid)
     assert await cache.get(kid) is first and keystore.reads == 1
-    assert await cache.policies(["movie"]) == await cache.policies(["movie"])
-    assert keystore.reads == 2
+    assert cache.held_policies(["movie"]) is None
+    cache.keep_policies({"movie": TOKEN_POLICY}, cache.epoch)
+    assert cache.held_policies(["movie"]) == {"movie": TOKEN_POLICY}
+    assert cache.held_policies(["movie", "other"]) is None
     versions.value = 2
-    assert await cache.get(kid) == first and keystore.reads == 3
-    assert await cache.policies(["movie"]) == {"movie": DEFAULT_POLICY}
-    assert keystore.reads == 4
+    assert cache.held_policies(["movie"]) is None
+    assert await cache.get(kid) == first and keystore.reads == 2
+
+
+async def test_policies_read_across_a_change_are_not_held() -> None:
+    versions = Versions()
+    cache = cache_of(CountingKeystore(), versions)
+    assert cache.held_policies(["movie"]) is None
+    epoch = cache.epoch  # then the executor reads them, and meanwhile the keystore changes:
+    versions.value = 2
+    assert cache.held_policies(["other"]) is None
+    cache.keep_policies({"movie": TOKEN_POLICY}, epoch)
+    assert cache.held_policies(["movie"]) is None
+    cache.keep_policies({"movie": TOKEN_POLICY}, cache.epoch)  # control: no change between
+    assert cache.held_policies(["movie"]) == {"movie": TOKEN_POLICY}
 
 
 async def test_unknown_kids_are_not_held() -> None:

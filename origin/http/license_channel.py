@@ -181,8 +181,7 @@ class LicenseChannel:
         self._port = url.port
         self._ssl: ssl.SSLContext | None = (
             ssl.create_default_context() if url.scheme == "https" else None)
-        authority = url.raw_host if url.explicit_port is None \
-            else f"{url.raw_host}:{url.explicit_port}"
+        authority = url.host_port_subcomponent  # "[::1]:8081"; no default port
         self._prefix = url.raw_path.rstrip("/")
         self._host_field = f"\r\nHost: {authority}\r\n"
         self._timeout = timeout

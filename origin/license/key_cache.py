@@ -18,10 +18,11 @@ Rules:
   shared memory and takes a reader's slot: no disk read and no lock a writer holds.  The
   connection's busy time-out is 0; a busy keystore (WAL recovery) or any SQLite error
   counts as a change: nothing held is used and the executor reads.
-- A miss is read in the executor (``run_blocking``) and held only if nothing was
-  dropped while it was read (``_epoch``): a value read before a change never outlives
-  that change's check.  The version is read before the miss is, so what is held is
-  never older than the version it is held under.
+- A miss is read in the executor (``run_blocking``; policies by the caller, in the job
+  that decides with them) and held only if nothing was dropped while it was read
+  (``epoch``): a value read before a change never outlives that change's check.  The
+  version is read before the miss is, so what is held is never older than the version
+  it is held under.
 - Loop only: every method runs on the event loop's thread; the executor only runs
   ``Keystore`` reads and never touches the cache.
 - The key bytes held are those ``Keystore.get`` unwrapped; reprs count entries only.
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -149,25 +150,32 @@ class KeyCache:
                     _hold(self._keys, kid, stored, self._max_keys)
         return [found[kid] for kid in wanted]
 
-    async def policies(self, assets: Iterable[str]) -> dict[str, ContentKeyPolicy]:
-        """``Keystore.policy`` of every asset, from memory when nothing changed since."""
+    @property
+    def epoch(self) -> int:
+        """Bumped whenever what is held is dropped (module rules: fills made across a
+        change are not kept)."""
+        return self._epoch
+
+    def held_policies(self, assets: Iterable[str]) -> dict[str, ContentKeyPolicy] | None:
+        """The policy of every asset if all are held and the keystore is unchanged, else
+        ``None`` (no I/O but the version check).  On ``None``, read them in the executor
+        and ``keep_policies`` them with the ``epoch`` read just after this call."""
+        if not self._fresh():
+            return None
         found: dict[str, ContentKeyPolicy] = {}
-        wanted = list(dict.fromkeys(assets))
-        if self._fresh():
-            for asset in wanted:
-                held = self._policies.get(asset)
-                if held is not None:
-                    self._policies.move_to_end(asset)
-                    found[asset] = held
-        missing = [asset for asset in wanted if asset not in found]
-        if missing:
-            epoch = self._epoch
-            read = await run_blocking(_read_policies, self._keystore, missing)
-            for asset, policy in zip(missing, read, strict=True):
-                found[asset] = policy
-                if epoch == self._epoch:
-                    _hold(self._policies, asset, policy, self._max_policies)
+        for asset in assets:
+            held = self._policies.get(asset)
+            if held is None:
+                return None
+            self._policies.move_to_end(asset)
+            found[asset] = held
         return found
+
+    def keep_policies(self, policies: Mapping[str, ContentKeyPolicy], epoch: int) -> None:
+        """Hold policies read in the executor, unless the keystore changed since ``epoch``."""
+        if epoch == self._epoch:
+            for asset, policy in policies.items():
+                _hold(self._policies, asset, policy, self._max_policies)
 
 
 def _hold(held: OrderedDict[K, V], name: K, value: V, limit: int) -> None:
@@ -179,7 +187,3 @@ def _hold(held: OrderedDict[K, V], name: K, value: V, limit: int) -> None:
 
 def _read_keys(keystore: Keystore, kids: list[bytes]) -> list[StoredKey | None]:
     return [keystore.get(kid) for kid in kids]
-
-
-def _read_policies(keystore: Keystore, assets: list[str]) -> list[ContentKeyPolicy]:
-    return [keystore.policy(asset) for asset in assets]

@@ -9,10 +9,11 @@ Rules, for every licence route (AES-128 key, ClearKey, FairPlay, Widevine, PlayR
 - ``authorize`` runs the app's ``Authorizer`` and records the decision
   (``DecisionRecorder``: counted and written to the audit log) before the response
   leaves; a refusal raises 401/403/503 after it is recorded.  When every policy is
-  ``open`` that is done on the loop (nothing in it blocks but the audit line's write,
-  as the access log's); otherwise in one executor job (token checks, the replay
-  counter).  A policy that cannot be read is recorded as an ``error`` decision, as a
-  failure inside the ``Authorizer`` is;
+  held by the cache and ``open``, that is done on the loop (nothing in it blocks but
+  the audit line's write, as the access log's); otherwise in one executor job, which
+  also reads the policies the cache did not hold (token checks, the replay counter,
+  SQLite: one executor hop, as before the cache).  A policy that cannot be read is
+  recorded as an ``error`` decision, as a failure inside the ``Authorizer`` is;
 - ``authorize_kids`` is the whole step for a request naming several kids (ClearKey,
   Widevine, PlayReady), in this order: every kid is looked up; one unknown kid → 404
   "unknown key id" and nothing is decided or recorded; then every kid is authorised as
@@ -26,10 +27,16 @@ from collections.abc import Mapping, Sequence
 from aiohttp import web
 
 from origin.errors import Forbidden, NotFound, OriginError, Unauthorized
-from origin.license.app_state import AUTHORIZER_KEY, DECISIONS_KEY, KEY_CACHE_KEY, run_blocking
+from origin.license.app_state import (
+    AUTHORIZER_KEY,
+    DECISIONS_KEY,
+    KEY_CACHE_KEY,
+    KEYSTORE_KEY,
+    run_blocking,
+)
 from origin.license.audit import DecisionRecorder, Requester, describe_decision, requester_of
-from origin.license.authorization import Authorizer, presented_token
-from origin.license.keystore import StoredKey
+from origin.license.authorization import Authorizer, Verdict, presented_token
+from origin.license.keystore import Keystore, StoredKey
 from origin.license.metrics import DecisionResult
 from origin.license.policy import ContentKeyPolicy, Decision, KeyRequest, KeySystem, LicenseType
 
@@ -68,24 +75,43 @@ async def authorize(request: web.Request, key_requests: list[KeyRequest]) -> Dec
     with its short fixed reason, before the response leaves.
     """
     app = request.app
-    authorizer, recorder = app[AUTHORIZER_KEY], app[DECISIONS_KEY]
+    authorizer, recorder, cache = app[AUTHORIZER_KEY], app[DECISIONS_KEY], app[KEY_CACHE_KEY]
     requester = requester_of(request)
-    try:
-        policies = await app[KEY_CACHE_KEY].policies(r.asset for r in key_requests)
-    except Exception as exc:
-        _record_failure(recorder, key_requests, requester, exc)
-        raise
-    if not authorizer.needs_executor(policies):
-        return _decide_and_record(authorizer, recorder, key_requests, requester, policies)
-    return await run_blocking(
-        _decide_and_record, authorizer, recorder, key_requests, requester, policies
+    policies = cache.held_policies(r.asset for r in key_requests)
+    if policies is not None and not authorizer.needs_executor(policies):
+        return _settle_and_record(authorizer, recorder, key_requests, requester,
+                                  policies).outcome()
+    epoch = cache.epoch
+    verdict, read = await run_blocking(
+        _read_settle_and_record, authorizer, app[KEYSTORE_KEY], recorder, key_requests,
+        requester, policies,
     )
+    if policies is None:
+        cache.keep_policies(read, epoch)
+    return verdict.outcome()
 
 
-def _decide_and_record(authorizer: Authorizer, recorder: DecisionRecorder,
+def _read_settle_and_record(
+    authorizer: Authorizer, keystore: Keystore, recorder: DecisionRecorder,
+    key_requests: list[KeyRequest], requester: Requester,
+    policies: Mapping[str, ContentKeyPolicy] | None,
+) -> tuple[Verdict, Mapping[str, ContentKeyPolicy]]:
+    """The policies (read from the keystore unless given), then the recorded verdict
+    under them; both (blocking: SQLite, the audit file)."""
+    if policies is None:
+        try:
+            policies = {r.asset: keystore.policy(r.asset) for r in key_requests}
+        except Exception as exc:
+            _record_failure(recorder, key_requests, requester, exc)
+            raise
+    return _settle_and_record(authorizer, recorder, key_requests, requester, policies), policies
+
+
+def _settle_and_record(authorizer: Authorizer, recorder: DecisionRecorder,
                        key_requests: list[KeyRequest], requester: Requester,
-                       policies: Mapping[str, ContentKeyPolicy]) -> Decision:
-    """Decide and record the decision (may block: SQLite, the audit file)."""
+                       policies: Mapping[str, ContentKeyPolicy]) -> Verdict:
+    """Decide and record the decision; the verdict, its refusal not raised yet (may
+    block: SQLite, the audit file)."""
     try:
         verdict = authorizer.settle(key_requests, policies)
     except Exception as exc:
@@ -96,11 +122,11 @@ def _decide_and_record(authorizer: Authorizer, recorder: DecisionRecorder,
         result = DecisionResult.REFUSED if refused else DecisionResult.ERROR
         recorder.record(describe_decision(key_requests, requester, result,
                                           verdict.refusal.detail, verdict.token))
-        raise verdict.refusal
-    decision = verdict.outcome()
-    recorder.record(describe_decision(key_requests, requester, DecisionResult.GRANTED,
-                                      decision.reason, verdict.token))
-    return decision
+    else:
+        decision = verdict.outcome()
+        recorder.record(describe_decision(key_requests, requester, DecisionResult.GRANTED,
+                                          decision.reason, verdict.token))
+    return verdict
 
 
 def _record_failure(recorder: DecisionRecorder, key_requests: list[KeyRequest],
