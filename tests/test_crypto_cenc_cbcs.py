@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from origin.crypto import cbcs as cbcs_module
 from origin.crypto import cenc as cenc_module
+from origin.crypto import ctr_contexts
 from origin.crypto.cbcs import encrypt_cbcs
 from origin.crypto.cenc import encrypt_cenc, encrypt_cenc_batched, encrypt_cenc_per_sample
 from origin.crypto.iv import derive_sample_ivs
@@ -505,6 +506,36 @@ def test_cenc_rejects_bad_input_and_leaves_buffer(
     with pytest.raises(ValueError):
         which(args["key"], args["buf"], args["samples"], args["ivs"])  # type: ignore[arg-type]
     assert bytes(buf) == data
+
+
+def test_ctr_encryptors_fast_path_is_there() -> None:
+    """The binding ``CtrEncryptors`` uses after its first encryptor: if a cryptography
+    release drops it, this fails rather than cenc slowing down unnoticed."""
+    assert ctr_contexts.fast_path_available()
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["binding", "public-only"])
+def test_cenc_is_the_same_through_either_encryptor_path(
+        fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not fast:
+        monkeypatch.setattr(ctr_contexts, "_MAKE", None)
+    rng = random.Random(3)
+    samples, pos = [], 0
+    for _ in range(12):
+        size = rng.randint(17_000, 30_000)  # per-sample CTR (over CTR_MIN_SAMPLE)
+        samples.append(SampleCrypto(pos, size, (Subsample(20, size - 20),)))
+        pos += size
+    data = os.urandom(pos)
+    ivs = ivs_for(samples)
+    buf = bytearray(data)
+    encrypt_cenc(KEY, buf, samples, ivs)
+    assert bytes(buf) == cenc_reference(KEY, data, samples, ivs)
+
+
+def test_ctr_encryptors_refuse_a_bad_counter_block() -> None:
+    encryptors = ctr_contexts.CtrEncryptors(algorithms.AES(KEY))
+    with pytest.raises(ValueError, match="16 bytes"):
+        encryptors.encryptor(bytes(8))
 
 
 def test_empty_inputs_are_no_ops() -> None:

@@ -39,6 +39,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from origin.crypto.cbcs import LOCKSTEP_CELLS, arena, check_extent, writable_view
+from origin.crypto.ctr_contexts import CtrEncryptors
 from origin.crypto.subsample import SampleCrypto
 
 BLOCK = 16
@@ -181,8 +182,9 @@ def _per_sample(
     thread's reused scratch buffer (no fresh, zero-filled one per fragment)."""
     scratch = arena.take("ctr-scratch", max(s.size for s, _ in work) + BLOCK).data
     pad = bytes(8)
+    encryptors = CtrEncryptors(aes)
     for sample, iv in work:
-        ctr = Cipher(aes, modes.CTR(iv + pad)).encryptor()
+        ctr = encryptors.encryptor(iv + pad)
         if not sample.subsamples:
             end = sample.offset + sample.size
             n = ctr.update_into(view[sample.offset : end], scratch)
