@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from origin.config import LicenseEndpoint
 from origin.http.license_channel import ChannelError, LicenseChannel
 from origin.http.response_head import Framing, MalformedHead, chunk_size, parse_head
+from tests.tools.scripted_peer import read_request
 
 Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
 
@@ -121,15 +122,10 @@ class Peer:
         self.connections += 1
         try:
             while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
+                request = await read_request(reader)
+                if request is None:
                     return
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                self.requests.append(head + await reader.readexactly(length))
+                self.requests.append(request)
                 if not await self.reply(reader, writer):
                     return
         finally:

@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import RunningOrigin, start_origin
+from tests.tools.scripted_peer import read_request
 
 TOKEN = "proxy-test-internal-token-0123456789"
 KEY = os.urandom(16)
@@ -70,17 +71,11 @@ class ScriptedLicence:
         self.handlers.append(task)
         try:
             while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
+                request = await read_request(reader)
+                if request is None:
                     return
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                body = await reader.readexactly(length)
-                self.requests.append(head + body)
-                path = head.split(b" ")[1].split(b"?")[0]
+                self.requests.append(request)
+                path = request.split(b" ")[1].split(b"?")[0]
                 raw, keep = ANSWERS[path]
                 writer.write(raw)
                 await writer.drain()
