@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from origin.crypto import cipher_contexts
 from origin.crypto.aes128 import (
     SegmentEncryptor,
     decrypt_segment,
@@ -95,6 +96,36 @@ def test_pieces_equal_reference(key: bytes, iv: bytes, data: bytes, cuts: list[i
         assert n <= b  # never more than the whole blocks seen so far
     n += encryptor.finish_into(memoryview(out)[n:])
     assert bytes(out[:n]) == hls_aes128_encrypt(key, iv, data)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["binding", "public-only"])
+def test_either_encryptor_path_matches_nist(fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not fast:
+        monkeypatch.setattr(cipher_contexts, "_MAKE", None)
+    assert encrypt_segment(NIST_KEY, NIST_IV, NIST_PLAIN)[:64] == NIST_CIPHER
+    with pytest.raises(ValueError, match="16-byte IV"):
+        encrypt_segment(NIST_KEY, NIST_IV[:8], NIST_PLAIN)
+
+
+def test_segments_in_a_row_under_one_key_are_each_a_fresh_chain() -> None:
+    """The thread's running encryptor restarts for every segment (the IV-mask trick):
+    segments one after another, whole or in pieces, sizes under, at and over a block,
+    each equal the reference; an interrupted chain is not reused."""
+    key = bytes(range(16))
+    for i, size in enumerate([0, 5, 16, 17, 100, 4096, 33]):
+        iv = bytes([i]) * 16
+        data = bytes((i * 7 + j) % 256 for j in range(size))
+        assert encrypt_segment(key, iv, data) == hls_aes128_encrypt(key, iv, data)
+        pieces = SegmentEncryptor(key, iv)
+        out = bytearray(size + 64)
+        n = pieces.update_into(data[:3], out)
+        n += pieces.update_into(data[3:], memoryview(out)[n:])
+        n += pieces.finish_into(memoryview(out)[n:])
+        assert bytes(out[:n]) == hls_aes128_encrypt(key, iv, data)
+    broken = SegmentEncryptor(key, bytes(16))
+    broken.update_into(bytes(40), bytearray(80))  # never finished
+    assert encrypt_segment(key, NIST_IV, NIST_PLAIN) == hls_aes128_encrypt(key, NIST_IV,
+                                                                           NIST_PLAIN)
 
 
 def test_into_refuses_a_buffer_without_room() -> None:

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from origin.crypto import cbcs as cbcs_module
 from origin.crypto import cenc as cenc_module
-from origin.crypto import ctr_contexts
+from origin.crypto import cipher_contexts
 from origin.crypto.cbcs import encrypt_cbcs
 from origin.crypto.cenc import encrypt_cenc, encrypt_cenc_batched, encrypt_cenc_per_sample
 from origin.crypto.iv import derive_sample_ivs
@@ -508,17 +508,17 @@ def test_cenc_rejects_bad_input_and_leaves_buffer(
     assert bytes(buf) == data
 
 
-def test_ctr_encryptors_fast_path_is_there() -> None:
-    """The binding ``CtrEncryptors`` uses after its first encryptor: if a cryptography
-    release drops it, this fails rather than cenc slowing down unnoticed."""
-    assert ctr_contexts.fast_path_available()
+def test_encryptors_fast_path_is_there() -> None:
+    """The binding ``cipher_contexts.encryptor`` uses: if a cryptography release drops
+    it, this fails rather than cenc and AES-128 slowing down unnoticed."""
+    assert cipher_contexts.fast_path_available()
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["binding", "public-only"])
 def test_cenc_is_the_same_through_either_encryptor_path(
         fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if not fast:
-        monkeypatch.setattr(ctr_contexts, "_MAKE", None)
+        monkeypatch.setattr(cipher_contexts, "_MAKE", None)
     rng = random.Random(3)
     samples, pos = [], 0
     for _ in range(12):
@@ -532,10 +532,9 @@ def test_cenc_is_the_same_through_either_encryptor_path(
     assert bytes(buf) == cenc_reference(KEY, data, samples, ivs)
 
 
-def test_ctr_encryptors_refuse_a_bad_counter_block() -> None:
-    encryptors = ctr_contexts.CtrEncryptors(algorithms.AES(KEY))
+def test_encryptors_refuse_a_block_that_is_not_16_bytes() -> None:
     with pytest.raises(ValueError, match="16 bytes"):
-        encryptors.encryptor(bytes(8))
+        cipher_contexts.encryptor(algorithms.AES(KEY), modes.CTR(bytes(8) + bytes(7)))
 
 
 def test_empty_inputs_are_no_ops() -> None:

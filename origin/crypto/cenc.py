@@ -39,7 +39,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from origin.crypto.cbcs import LOCKSTEP_CELLS, arena, check_extent, writable_view
-from origin.crypto.ctr_contexts import CtrEncryptors
+from origin.crypto.cipher_contexts import encryptor
 from origin.crypto.subsample import SampleCrypto
 
 BLOCK = 16
@@ -182,9 +182,8 @@ def _per_sample(
     thread's reused scratch buffer (no fresh, zero-filled one per fragment)."""
     scratch = arena.take("ctr-scratch", max(s.size for s, _ in work) + BLOCK).data
     pad = bytes(8)
-    encryptors = CtrEncryptors(aes)
     for sample, iv in work:
-        ctr = encryptors.encryptor(iv + pad)
+        ctr = encryptor(aes, modes.CTR(iv + pad))
         if not sample.subsamples:
             end = sample.offset + sample.size
             n = ctr.update_into(view[sample.offset : end], scratch)
