@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 
 from origin.crypto.aes128 import decrypt_segment
+from origin.http.segment_cache import IN_FLIGHT
 from tests.conftest import RunningOrigin, child_pids, start_origin
 
 ASSET = "demo"
@@ -103,34 +104,60 @@ def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
     return head, body
 
 
-async def test_a_client_that_stops_reading_does_not_hold_the_pooled_buffers(
+async def test_clients_that_stop_reading_do_not_hold_the_pooled_buffers(
         media_copy: Path, tmp_path: Path) -> None:
-    """The body of a client that reads nothing is copied out of the pool (logged), others
-    are served meanwhile from the same buffers, and the slow client still gets its exact
-    bytes when it reads.  Its segment is 12 MB (AES-128 reads no structure: random bytes
-    serve), more than the kernel's largest socket send buffer (``tcp_wmem``, 4 MiB)."""
+    """More clients that read nothing than a process has places for bodies on their way
+    out (``IN_FLIGHT``): each one's body is copied out (logged) and its place given back,
+    so others are served meanwhile from the same buffers, and every slow client still gets
+    its exact bytes when it reads.  Their segment is 12 MB (AES-128 reads no structure:
+    random bytes serve), more than the kernel's largest socket send buffer
+    (``tcp_wmem``, 4 MiB).  Without the copy-out the fast requests would wait for a place
+    for ever."""
     name = "seg-00001.m4s"
     (media_copy / ASSET / FOLDER / name).write_bytes(os.urandom(12 << 20))
     server = start_origin(media_copy, tmp_path / "state", *CACHE_OFF)
+    slow_count = IN_FLIGHT + 2
     try:
         key, ivs = await segments_with_ivs(server)
         port = int(server.base.rsplit(":", 1)[1])
-        slow = await asyncio.to_thread(slow_request, port,
-                                       f"/hls/{ASSET}/aes128/{FOLDER}/{name}")
+        slow = [await asyncio.to_thread(slow_request, port,
+                                        f"/hls/{ASSET}/aes128/{FOLDER}/{name}")
+                for _ in range(slow_count)]
         deadline = time.monotonic() + DEADLINE
-        while "slow reader:" not in server.log_text():
-            assert time.monotonic() < deadline, "the slow reader's body was never copied out"
+        while server.log_text().count("slow reader:") < slow_count:
+            assert time.monotonic() < deadline, "slow readers' bodies were not copied out"
             await asyncio.sleep(0.05)
         base = f"{server.base}/hls/{ASSET}/aes128/{FOLDER}"
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
-            others = list(ivs) * 4
-            results = await asyncio.gather(*(fetch(s, f"{base}/{n}") for n in others))
+            others = [n for n in ivs if n != name] * 4
+            results = await asyncio.wait_for(
+                asyncio.gather(*(fetch(s, f"{base}/{n}") for n in others)), DEADLINE)
         for other, (status, _, body) in zip(others, results, strict=True):
             assert status == 200
             check_decrypts(media_copy, key, ivs[other], other, body)
-        head, body = await asyncio.to_thread(read_response, slow)
-        assert head.startswith(b"HTTP/1.1 200")
-        check_decrypts(media_copy, key, ivs[name], name, body)
+        for sock in slow:
+            head, body = await asyncio.to_thread(read_response, sock)
+            assert head.startswith(b"HTTP/1.1 200")
+            check_decrypts(media_copy, key, ivs[name], name, body)
+    finally:
+        assert server.stop() == 0
+
+
+async def test_failed_productions_give_their_places_back(media_copy: Path,
+                                                         tmp_path: Path) -> None:
+    """More failing productions than places, then a good one: it is served (a failure
+    that kept its place would leave it waiting for ever)."""
+    broken = media_copy / ASSET / FOLDER / "seg-00003.m4s"
+    broken.write_bytes(b"\x00\x00\x00\x10moof" + bytes(8) + b"\x00\x00\x00\x08mdat")
+    server = start_origin(media_copy, tmp_path / "state", *CACHE_OFF)
+    try:
+        base = f"{server.base}/hls/{ASSET}/cbcs/{FOLDER}"
+        async with aiohttp.ClientSession() as s:
+            failed = await asyncio.gather(*(fetch(s, f"{base}/seg-00003.m4s")
+                                            for _ in range(2 * IN_FLIGHT)))
+            status, _, _ = await asyncio.wait_for(fetch(s, f"{base}/seg-00001.m4s"), DEADLINE)
+        assert {a[0] for a in failed} == {502}
+        assert status == 200
     finally:
         assert server.stop() == 0
 

@@ -57,6 +57,7 @@ from aiohttp.typedefs import LooseHeaders, PathLike
 from origin.http.file_ranges import RangeCheckedFileResponse
 from origin.http.socket_sendfile import (
     Unsupported,
+    copy_out,
     sendfile_to_transport,
     socket_descriptor,
     writev_to_socket,
@@ -125,13 +126,20 @@ class _ChunkWriter:
                 await self._writer.write(bytes(data))
                 return
 
-            def detach(pending: list[memoryview]) -> list[memoryview]:
-                copy = memoryview(b"".join(pending))
-                chunk.release()
-                return [copy]
+            copies: list[Lease] = []
 
-            sent = await writev_to_socket(self._fd, (data,), detach=detach,
-                                          detach_after=DETACH_AFTER)
+            def detach(pending: list[memoryview]) -> list[memoryview]:
+                copy, rest = copy_out(pending)
+                copies.append(copy)
+                chunk.release()
+                return [rest]
+
+            try:
+                sent = await writev_to_socket(self._fd, (data,), detach=detach,
+                                              detach_after=DETACH_AFTER)
+            finally:
+                for copy in copies:
+                    copy.release()
             self._writer.output_size += sent
             if self._writer.length is not None:
                 self._writer.length -= sent

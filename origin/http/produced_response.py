@@ -13,8 +13,12 @@ Rules:
   socket (``origin.http.socket_sendfile.writev_to_socket``: one call, as nginx sends a
   head and its file together), and the buffers go back to their pool the moment the
   last byte is in the kernel;
-- a client that leaves the socket full for ``DETACH_AFTER`` seconds gets the rest from
-  a copy, and the buffers go back at once: slow readers cannot hold the pool;
+- a body holds its buffers, and its place among the ``IN_FLIGHT`` bodies a process has
+  on their way out (``origin.http.segment_cache``: production waits for a place, so
+  memory is bounded however slowly clients read), until its bytes are in the kernel; a
+  client that leaves the socket full for ``DETACH_AFTER`` seconds gets the rest from a
+  copy in a mapping of its own (unmapped when sent), and the buffers and the place go
+  back at once: slow readers cannot hold the pool;
 - under TLS (the bytes must pass through the TLS layer) the body is joined, the buffers
   given back, and the bytes written through the transport;
 - ``HEAD``, and a response whose body is never written (the connection went first),
@@ -29,12 +33,18 @@ import os
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
-from origin.http.socket_sendfile import Unsupported, socket_descriptor, writev_to_socket
+from origin.http.socket_sendfile import (
+    Unsupported,
+    copy_out,
+    socket_descriptor,
+    writev_to_socket,
+)
+from origin.packaging.buffer_pool import Lease
 from origin.packaging.segments import ProtectedSegment
 
 log = logging.getLogger("origin.http")
 
-DETACH_AFTER = 0.05
+DETACH_AFTER = 0.5
 
 
 class ProducedResponse(web.StreamResponse):
@@ -99,18 +109,23 @@ class ProducedResponse(web.StreamResponse):
                 return
             head = b""
 
+        copies: list[Lease] = []
+
         def detach(pending: list[memoryview]) -> list[memoryview]:
-            copy = memoryview(b"".join(pending))
+            copy, rest = copy_out(pending)
+            copies.append(copy)
             segment.release()
             log.debug("slow reader: %d bytes of %s copied out of the pooled buffers",
-                      len(copy), segment.etag)
-            return [copy]
+                      len(rest), segment.etag)
+            return [rest]
 
         try:
             sent = await writev_to_socket(fd, (head, *segment.parts), detach=detach,
                                           detach_after=DETACH_AFTER)
         finally:
             os.close(fd)
+            for copy in copies:
+                copy.release()
         writer.output_size += sent
         if writer.length is not None:
             writer.length -= sent - len(head)

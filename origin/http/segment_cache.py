@@ -34,6 +34,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import hashlib
@@ -73,6 +74,7 @@ log = logging.getLogger("origin.cache")
 
 ManifestPart = str | int | bool | None | tuple["ManifestPart", ...]
 MANIFEST_KEYS_REMEMBERED = 4096
+IN_FLIGHT = 8  # bodies produced for one request each, per process, on their way out
 Build = Callable[[], Coroutine[Any, Any, bytes]]
 # What a manifest answer is remembered under and made from: the request shape, the catalog
 # generation, the content key (None: clear), the answer's Cache-Control.
@@ -147,6 +149,9 @@ class SegmentCache:
         # fewer threads than the default's cpu+4 contend less for the GIL (the parsing
         # and box building are Python), and OpenSSL and numpy release it anyway.
         self.threads = ThreadPoolExecutor(threads, thread_name_prefix="encrypt")
+        # Bodies produced for one request and not yet in the kernel (or copied out for a
+        # slow reader): a bound, so memory does not grow with clients that read slowly.
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
         self._segments: SingleFlight[Stored | StoredFile] = SingleFlight()
         self._memory_file_failed = False
         self._manifests: SingleFlight[Stored] = SingleFlight()
@@ -219,14 +224,20 @@ class SegmentCache:
         return Stored(body, stored.etag)
 
     async def produce(self, job: SegmentJob) -> ProtectedSegment:
-        """Read and protect ``job``'s segment in the default executor (no cache involved);
-        the caller sends it and releases its buffers."""
+        """Read and protect ``job``'s segment on the production threads (no cache
+        involved); the caller sends it and releases it, which also gives back its place
+        among the ``IN_FLIGHT`` bodies a process produces ahead of its clients."""
         loop = asyncio.get_running_loop()
+        await self._in_flight.acquire()
+        place = _Place(self._in_flight, loop)
         try:
             segment = await loop.run_in_executor(self.threads, produce_segment, job, self.pool)
-        except OriginError as exc:
-            _log_not_produced(job, exc)
+        except BaseException as exc:
+            place.release()
+            if isinstance(exc, OriginError):
+                _log_not_produced(job, exc)
             raise
+        segment = segment.holding(place)
         BYTES_ENCRYPTED.labels(job.scheme.value).inc(segment.size)
         log.debug("segment produced: %s %s, %d bytes", job.scheme.value, segment.etag,
                   segment.size)
@@ -344,6 +355,29 @@ class SegmentCache:
             found = None
         self._lookups[kind, "memory", "hit" if found is not None else "miss"].inc()
         return found
+
+
+class _Place:
+    """One of the ``IN_FLIGHT`` places, held by a produced body until it is released
+    (once); a body dropped unreleased (its connection gone before it was written) gives
+    its place back when it is collected, through the loop."""
+
+    __slots__ = ("_loop", "_semaphore")
+
+    def __init__(self, semaphore: asyncio.Semaphore, loop: asyncio.AbstractEventLoop) -> None:
+        self._semaphore: asyncio.Semaphore | None = semaphore
+        self._loop = loop
+
+    def release(self) -> None:
+        semaphore, self._semaphore = self._semaphore, None
+        if semaphore is not None:
+            semaphore.release()
+
+    def __del__(self) -> None:
+        semaphore, self._semaphore = self._semaphore, None
+        if semaphore is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(semaphore.release)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,8 @@ import asyncio
 import os
 from collections.abc import Callable, Sequence
 
+from origin.packaging.buffer_pool import BufferPool, Lease
+
 
 class Unsupported(Exception):
     """This transport cannot take ``sendfile`` now; copy the bytes through it instead."""
@@ -93,6 +95,20 @@ async def writable_within(fd: int, seconds: float) -> bool:
 
 
 Detach = Callable[[list[memoryview]], list[memoryview]]
+_COPIES = BufferPool(keep=0)  # a copy for a slow reader: its own mapping, unmapped when sent
+
+
+def copy_out(pending: Sequence[memoryview]) -> tuple[Lease, memoryview]:
+    """The bytes of ``pending`` copied, in order, into a fresh anonymous mapping (not the
+    malloc heap: its pages go back to the kernel when the lease is released); the lease
+    and a view of exactly those bytes."""
+    total = sum(len(p) for p in pending)
+    lease = _COPIES.take(total)
+    at = 0
+    for part in pending:
+        lease.view[at:at + len(part)] = part
+        at += len(part)
+    return lease, lease.view[:total]
 
 
 async def writev_to_socket(fd: int, parts: Sequence[bytes | bytearray | memoryview], *,

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from origin.container.boxes import Buffer
 from origin.container.fragment import (
@@ -41,7 +42,7 @@ from origin.crypto.iv import CENC_IV_SIZE, derive_iv, derive_sample_ivs
 from origin.crypto.key import ContentKey
 from origin.crypto.subsample import CommonScheme, SampleCrypto
 from origin.errors import NotFound
-from origin.packaging.buffer_pool import BufferPool, Lease
+from origin.packaging.buffer_pool import BufferPool
 from origin.packaging.catalog import MediaFile, MediaKind
 from origin.packaging.drm import DrmContext, constant_iv, init_pssh_boxes
 from origin.packaging.media_index import MediaIndex
@@ -59,19 +60,30 @@ PLAN_INDEX_WEIGHT = 1 << 17  # samples + subsamples of remembered fragment plans
 SourceStamp = tuple[int, int]  # a source file's (st_size, st_mtime_ns)
 
 
+class Releasable(Protocol):
+    """Something held for a body until it is sent: ``release`` is idempotent."""
+
+    def release(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ProtectedSegment:
     """A protected body as the buffers it lies in, in wire order, and its strong ETag.
 
-    ``leases`` are the pooled buffers ``parts`` point into: the holder sends the parts
-    (or copies them with :meth:`take_bytes`) and then calls :meth:`release`, after which
-    the parts must not be read.
+    ``leases`` are the pooled buffers ``parts`` point into (and whatever else is held
+    for the body while it is out): the holder sends the parts (or copies them with
+    :meth:`take_bytes`) and then calls :meth:`release`, after which the parts must not be
+    read.
     """
 
     parts: tuple[Buffer, ...] = field(repr=False)
     size: int
     etag: str
-    leases: tuple[Lease, ...] = field(default=(), repr=False)
+    leases: tuple[Releasable, ...] = field(default=(), repr=False)
+
+    def holding(self, extra: Releasable) -> ProtectedSegment:
+        """The same body, whose :meth:`release` also releases ``extra``."""
+        return replace(self, leases=(*self.leases, extra))
 
     def release(self) -> None:
         """Give the buffers back to their pool (idempotent)."""
