@@ -718,8 +718,9 @@ async def test_encrypted_source_changed_while_read(media_copy: Path, tmp_path: P
     bytes or ETag come from a mix of versions.  The control (``none``): 200."""
     path = media_file(media_copy, "video-360p/seg-00003.m4s").resolve()
     data = path.read_bytes()
-    wrapper = ("strace", "-f", "-qq", "-o", os.devnull, "--seccomp-bpf", "-e", "trace=read",
-               "-P", str(path), "-e", f"inject=read:delay_enter={READ_DELAY_US}")
+    wrapper = ("strace", "-f", "-qq", "-o", os.devnull, "--seccomp-bpf", "-e",
+               "trace=read,readv", "-P", str(path), "-e",
+               f"inject=read,readv:delay_enter={READ_DELAY_US}")
     server = start_origin(media_copy, tmp_path / "state", wrapper=wrapper)
     url = f"{server.base}/hls/demo/aes128/video-360p/seg-00003.m4s"
     origin = 0
@@ -745,6 +746,32 @@ async def test_encrypted_source_changed_while_read(media_copy: Path, tmp_path: P
     finally:
         if origin:  # SIGTERM to strace itself would detach it and leave the origin cut off
             os.kill(origin, signal.SIGTERM)
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("swap", ["fifo", "directory"])
+async def test_source_swapped_for_something_not_a_file(media_copy: Path, tmp_path: Path,
+                                                       swap: str) -> None:
+    """A segment the catalog knows, replaced by a FIFO (whose open would wait for a
+    writer forever) or a directory: a 404 at once for every scheme, and the server
+    goes on serving the rest."""
+    server = start_origin(media_copy, tmp_path / "state", "--cache-bytes", "0")
+    path = media_file(media_copy, "video-360p/seg-00002.m4s").resolve()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            path.unlink()
+            if swap == "fifo":
+                os.mkfifo(path)
+            else:
+                path.mkdir()
+            for scheme in ("aes128", "cbcs", "cenc"):
+                answer = await fetch(
+                    session, f"{server.base}/hls/demo/{scheme}/video-360p/seg-00002.m4s")
+                assert answer.status == 404, (scheme, answer)
+                assert error_of(answer) == "no such file in asset"
+            other = await fetch(session, f"{server.base}/hls/demo/cenc/video-360p/seg-00003.m4s")
+            assert other.status == 200
+    finally:
         assert server.stop() == 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -55,6 +56,7 @@ ENCRYPTABLE = frozenset({
 CBCS_VIDEO_PATTERN = (1, 9)
 AES128_PIECE = 256 << 10  # bytes read and encrypted at a time (they stay in L2)
 INIT_INDEX_ENTRIES = 256
+INIT_REVALIDATE_SECONDS = 1.0  # as origin.http.source_stamps: a changed init seen within 1 s
 PLAN_INDEX_WEIGHT = 1 << 17  # samples + subsamples of remembered fragment plans (~13 MB)
 
 SourceStamp = tuple[int, int]  # a source file's (st_size, st_mtime_ns)
@@ -162,26 +164,36 @@ def plan_fragment(buf: Buffer, init: InitInfo, scheme: CommonScheme) -> Fragment
 # (path, size, mtime); fragment plans by the segment's and its init's stamps and the
 # scheme.  A dense 2 s segment's plan weighs about 100.
 _INITS: MediaIndex[tuple[str, int, int], InitInfo] = MediaIndex(INIT_INDEX_ENTRIES)
+# An init section's stamp and when it was last taken, by path: a dense segment's cache
+# miss then costs no syscall for its init (each one gives the GIL away to the loop).
+_INIT_STAMPS: MediaIndex[str, tuple[SourceStamp, float]] = MediaIndex(INIT_INDEX_ENTRIES)
 _PLANS: MediaIndex[tuple[str, int, int, str, int, int, CommonScheme], FragmentPlan] = \
     MediaIndex(PLAN_INDEX_WEIGHT)
 
 
 def parsed_init(file: MediaFile) -> tuple[InitInfo, SourceStamp]:
-    """The parsed init section ``file`` holds now, and the stamp it was parsed under
-    (blocking: a ``stat``, and a read and a parse when the index does not have it)."""
-    try:
-        st = os.stat(file.real_path)
-    except FileNotFoundError:
-        raise NotFound("no such file in asset") from None
-    ident = (file.real_path, st.st_size, st.st_mtime_ns)
-    found = _INITS.get(ident)
-    if found is not None:
-        return found, ident[1:]
-    data, st = read_whole(file)
-    ident = (file.real_path, st.st_size, st.st_mtime_ns)
-    info = parse_init(data)
-    _INITS.put(ident, info)
-    return info, ident[1:]
+    """The parsed init section ``file`` holds (as of at most ``INIT_REVALIDATE_SECONDS``
+    ago), and the stamp it was parsed under (blocking: a ``stat`` once a second, and a
+    read and a parse when the index does not have it)."""
+    path, now = file.real_path, time.monotonic()
+    seen = _INIT_STAMPS.get(path)
+    if seen is not None and now - seen[1] < INIT_REVALIDATE_SECONDS:
+        stamp = seen[0]
+    else:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise NotFound("no such file in asset") from None
+        stamp = (st.st_size, st.st_mtime_ns)
+    found = _INITS.get((path, *stamp))
+    if found is None:
+        data, st = read_whole(file)
+        stamp = (st.st_size, st.st_mtime_ns)
+        found = parse_init(data)
+        _INITS.put((path, *stamp), found)
+    if seen is None or seen[0] != stamp or now - seen[1] >= INIT_REVALIDATE_SECONDS:
+        _INIT_STAMPS.put(path, (stamp, now))
+    return found, stamp
 
 
 def produce_segment(job: SegmentJob, pool: BufferPool) -> ProtectedSegment:
