@@ -112,7 +112,9 @@ def section_header(docs: Mapping[str, Doc]) -> list[str]:
         "the server (its CPU is reported as *client*). Each scenario gets an untimed warm-up "
         "run first (cache-hit scenarios: 2 s at 32 connections, so every worker's cache holds "
         "every segment — the measured `/metrics` hit ratio confirms it), then one timed run "
-        "per concurrency. wrk's latency is not corrected for coordinated omission.",
+        "per concurrency — three at the target points (dense asset, 32 connections, nginx's "
+        "too), of which the run with the median req/s is the point. wrk's latency is not "
+        "corrected for coordinated omission.",
         "",
     ]
     if http.get("servers"):

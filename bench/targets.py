@@ -5,7 +5,8 @@ Rules:
 - One function per results file turns its raw numbers into ``Verdict``s; a
   figure that was not measured is a verdict with ``passed = None``, never a pass.
 - HTTP targets are read on the dense asset (~2.5 MB segments), two workers,
-  32 connections, against nginx static from the same run.  A point that had
+  32 connections, against nginx static from the same run; each such point is the
+  median of several timed runs (``http_load.py --repeats``), nginx's as well.  A point that had
   any wrk error (connect/read/write/time-out, or a status ≥ 400) fails its target.
 - ``Verdict.profile`` names the py-spy profile that explains a miss
   (``http-<scenario>``, ``cipher-aes128``, ``protect-<scheme>``); the HTTP
@@ -95,8 +96,20 @@ def ratio_verdict(http: Doc, server: str, scenario: str, label: str,
         return Verdict(target, "not measured", None, threshold, None, profile)
     value = ours["rps"] / ceiling["rps"]
     errors, note = errors_note(ours, ceiling, cores=cores_of(http))
-    figure = f"{value:.2f}× ({ours['rps']:,.0f} / {ceiling['rps']:,.0f} req/s{note})"
+    figure = (f"{value:.2f}× ({ours['rps']:,.0f} / {ceiling['rps']:,.0f} req/s"
+              f"{repeats_note(ours, ceiling)}{note})")
     return Verdict(target, figure, value, threshold, value >= threshold and not errors, profile)
+
+
+def repeats_note(*points: Doc) -> str:
+    """", medians of 3 runs (ratios 0.61–0.66×)" when the points were timed more than
+    once: the spread of the ratio over the runs paired by rank."""
+    runs = [p.get("repeats_rps") or [p["rps"]] for p in points]
+    if len(runs) != 2 or min(len(r) for r in runs) < 2 or not all(runs[1]):
+        return ""
+    ratios = [a / b for a, b in zip(runs[0], runs[1], strict=False)]
+    return (f", medians of {len(runs[0])} runs: ratios by rank "
+            f"{min(ratios):.2f}–{max(ratios):.2f}×")
 
 
 def rate_verdict(http: Doc, scenario: str, workload: str, label: str,
