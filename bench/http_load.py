@@ -382,8 +382,9 @@ def run_nginx(plan: list[Scenario], media: Path, settings: Settings,
 
 def run_profiles(plan: list[Scenario], verdicts: list[Any], media: Path, state: Path,
                  settings: Settings) -> list[dict[str, Any]]:
-    """For every missed HTTP target: py-spy on two workers under the same load, 32 connections."""
-    wanted = {v.profile for v in verdicts if v.passed is False and v.profile
+    """For every missed or marginal HTTP target: py-spy on two workers under the same load,
+    32 connections."""
+    wanted = {v.profile for v in verdicts if v.profiled and v.profile
               and v.profile.startswith("http-")}
     if wanted & {f"http-{s}-{c}" for s in SCHEMES for c in ("miss", "hit")}:
         wanted.add("http-clear")  # what serving the bytes costs without any crypto

@@ -129,9 +129,9 @@ def profile_workload(name: str, workload: str) -> dict[str, Any]:
 
 
 def workload_profiles(deadline: float) -> list[dict[str, Any]]:
-    """py-spy on an in-process loop for each missed cipher or packaging target."""
+    """py-spy on an in-process loop for each missed or marginal cipher or packaging target."""
     verdicts = cipher_verdicts(read_json("cipher")) + protect_verdicts(read_json("protect"))
-    missed = [v.profile for v in verdicts if v.passed is False and v.profile]
+    missed = [v.profile for v in verdicts if v.profiled]
     found = []
     for name in missed:
         if time.monotonic() + PROFILE_SECONDS + READY_TIMEOUT > deadline:

@@ -8,7 +8,8 @@ Rules:
   32 connections, against nginx static from the same run; each such point is the
   median of several timed runs (``http_load.py --repeats``), nginx's as well.  A point that had
   any wrk error (connect/read/write/time-out, or a status ≥ 400) fails its target.
-- ``Verdict.profile`` names the py-spy profile that explains a miss
+- ``Verdict.profile`` names the py-spy profile that explains a miss (or a marginal
+  pass, met by less than ``MARGIN``)
   (``http-<scenario>``, ``cipher-aes128``, ``protect-<scheme>``); the HTTP
   benchmark and ``run.py`` take one for each missed target, and the report
   links them.
@@ -30,6 +31,7 @@ NGINX = "nginx"
 CACHE_OFF = "cache-off"
 CACHE_ON = "cache-on"
 RSS_LIMIT_BYTES = 150 * MB
+MARGIN = 0.10  # a target met by less than this is marginal, and profiled like a miss
 DISTURBED = 0.10  # share of the machine's CPU used by other work that flags a point
 
 Doc = Mapping[str, Any]
@@ -45,10 +47,25 @@ class Verdict:
     threshold: float
     passed: bool | None  # None: not measured
     profile: str | None = None
+    higher_is_better: bool = True
 
     @property
     def mark(self) -> str:
         return {True: "✅", False: "❌", None: "❔"}[self.passed]
+
+    @property
+    def marginal(self) -> bool:
+        """Met, but by less than ``MARGIN``: one noisy run from a miss."""
+        if not self.passed or self.value is None or not self.threshold:
+            return False
+        share = (self.value / self.threshold if self.higher_is_better
+                 else self.threshold / self.value if self.value else float("inf"))
+        return share < 1 + MARGIN
+
+    @property
+    def profiled(self) -> bool:
+        """Whether the benchmark takes a profile for it: missed, or met marginally."""
+        return self.profile is not None and (self.passed is False or self.marginal)
 
 
 def find_point(http: Doc, server: str, scenario: str, *, asset: str = TARGET_ASSET,
@@ -135,7 +152,8 @@ def p99_verdict(http: Doc, server: str, scenario: str, label: str, threshold_ms:
     p99 = point["latency_ms"]["p99"]
     errors, note = errors_note(point, cores=cores_of(http))
     figure = f"{p99:.1f} ms (p50 {point['latency_ms']['p50']:.1f} ms{note})"
-    return Verdict(target, figure, p99, threshold_ms, p99 <= threshold_ms and not errors, profile)
+    return Verdict(target, figure, p99, threshold_ms, p99 <= threshold_ms and not errors, profile,
+                   higher_is_better=False)
 
 
 def rss_verdict(http: Doc, server: str) -> Verdict:
@@ -149,7 +167,7 @@ def rss_verdict(http: Doc, server: str) -> Verdict:
     if not peak:
         return Verdict(target, "not measured", None, limit, None)
     figure = f"{peak / MB:.0f} MB max over {len(config.get('worker_rss', {}))} workers"
-    return Verdict(target, figure, peak, limit, peak <= limit)
+    return Verdict(target, figure, peak, limit, peak <= limit, higher_is_better=False)
 
 
 def http_verdicts(http: Doc) -> list[Verdict]:
