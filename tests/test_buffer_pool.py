@@ -65,6 +65,43 @@ def test_a_larger_buffer_given_back_replaces_the_smallest_kept() -> None:
     assert pool.take(1).capacity == 2 * GRANULE
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_of_equal_buffers_the_most_recently_given_back_is_reused() -> None:
+    pool = BufferPool(keep=4)
+    first, second = pool.take(10), pool.take(10)
+    first.view[:1], second.view[:1] = b"1", b"2"
+    first.release()
+    second.release()
+    again = pool.take(10)
+    assert bytes(again.view[:1]) == b"2"
+
+
+def test_buffers_idle_past_idle_after_are_dropped_and_busy_ones_kept() -> None:
+    clock = FakeClock()
+    pool = BufferPool(keep=4, idle_after=30.0, clock=clock)
+    burst = [pool.take(2 * GRANULE) for _ in range(3)]  # a burst: three at once
+    for lease in burst:
+        lease.release()
+    assert pool.free == 3
+    for _ in range(10):  # then steady traffic, one at a time, for 50 s
+        clock.now += 5
+        pool.take(2 * GRANULE).release()
+    assert pool.free == 1  # the two the burst left idle are gone, the busy one stays
+    assert pool.dropped_idle == 2
+    assert pool.mapped == 3
+    clock.now += 31  # no traffic: nothing is dropped until the pool is used again
+    assert pool.free == 1
+    pool.take(10).release()
+    assert pool.dropped_idle == 3 and pool.free == 1
+
+
 def test_nothing_kept_when_keep_is_zero() -> None:
     pool = BufferPool(keep=0)
     pool.take(1).release()

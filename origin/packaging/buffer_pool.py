@@ -11,10 +11,14 @@ Rules:
   one returns its pages to the kernel at once;
 - its capacity is the size asked, rounded up to ``GRANULE``; ``take`` hands out the
   smallest free buffer that fits (its pages already faulted in: no fault, no zeroing),
-  else maps a fresh one;
+  the most recently given back of equals first, else maps a fresh one;
 - a taken buffer holds whatever bytes were in it: callers write before they read;
 - the pool keeps at most ``keep`` free buffers of at most ``max_kept`` bytes each;
   anything else given back is dropped (unmapped when its last view goes);
+- a free buffer not taken again within ``idle_after`` seconds is dropped at the pool's
+  next take or give-back: a burst that needed more buffers at once than steady traffic
+  does not leave their pages resident (reusing the most recent first is what lets the
+  extra ones go idle);
 - ``Lease.release`` gives a buffer back; it is idempotent, and after it the lease's
   view must not be used (the bytes may be overwritten by the next segment).  A lease
   never released is unmapped by the garbage collector: nothing leaks, the pool just
@@ -26,10 +30,13 @@ from __future__ import annotations
 
 import mmap
 import threading
+import time
+from collections.abc import Callable
 
 GRANULE = 1 << 20
 DEFAULT_KEEP = 8
 DEFAULT_MAX_KEPT = 16 << 20
+DEFAULT_IDLE_AFTER = 30.0  # seconds
 _RELEASED = memoryview(b"")
 
 
@@ -64,13 +71,18 @@ class Lease:
 class BufferPool:
     """Free buffers kept for reuse (module rules)."""
 
-    def __init__(self, keep: int = DEFAULT_KEEP, max_kept: int = DEFAULT_MAX_KEPT) -> None:
-        if keep < 0 or max_kept < 0:
-            raise ValueError("keep and max_kept must not be negative")
+    def __init__(self, keep: int = DEFAULT_KEEP, max_kept: int = DEFAULT_MAX_KEPT, *,
+                 idle_after: float = DEFAULT_IDLE_AFTER,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if keep < 0 or max_kept < 0 or idle_after < 0:
+            raise ValueError("keep, max_kept and idle_after must not be negative")
         self.keep = keep
         self.max_kept = max_kept
+        self.idle_after = idle_after
         self.mapped = 0  # buffers mapped fresh over the pool's life
-        self._free: list[mmap.mmap] = []
+        self.dropped_idle = 0  # free buffers dropped for being idle
+        self._clock = clock
+        self._free: list[tuple[mmap.mmap, float]] = []  # (buffer, when given back), oldest first
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -85,12 +97,16 @@ class BufferPool:
         if size < 0:
             raise ValueError("negative buffer size")
         with self._lock:
-            fits = [b for b in self._free if len(b) >= size]
-            if fits:
-                best = min(fits, key=len)
-                self._free.remove(best)
-                return Lease(self, best)
+            idle = self._drop_idle()
+            best = -1
+            for at in range(len(self._free) - 1, -1, -1):  # the most recent first
+                length = len(self._free[at][0])
+                if length >= size and (best < 0 or length < len(self._free[best][0])):
+                    best = at
+            if best >= 0:
+                return Lease(self, self._free.pop(best)[0])
             self.mapped += 1
+        del idle  # unmapped here, outside the lock
         capacity = max(GRANULE, -(-size // GRANULE) * GRANULE)
         return Lease(self, mmap.mmap(-1, capacity, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
 
@@ -99,10 +115,25 @@ class BufferPool:
         if len(buffer) > self.max_kept:
             return
         with self._lock:
+            idle = self._drop_idle()
             if len(self._free) < self.keep:
-                self._free.append(buffer)
+                self._free.append((buffer, self._clock()))
                 return
-            smallest = min(self._free, key=len, default=None)
-            if smallest is not None and len(smallest) < len(buffer):
-                self._free.remove(smallest)  # keep the larger: it fits more segments
-                self._free.append(buffer)
+            smallest = min(range(len(self._free)), key=lambda at: len(self._free[at][0]),
+                           default=None)
+            if smallest is not None and len(self._free[smallest][0]) < len(buffer):
+                del self._free[smallest]  # keep the larger: it fits more segments
+                self._free.append((buffer, self._clock()))
+        del idle
+
+    def _drop_idle(self) -> list[tuple[mmap.mmap, float]]:
+        """Take the free buffers idle for over ``idle_after`` out of the pool (the lock is
+        held); the caller lets them go once it has released the lock."""
+        if not self._free:
+            return []
+        cutoff = self._clock() - self.idle_after
+        idle = [entry for entry in self._free if entry[1] < cutoff]
+        if idle:
+            self._free = [entry for entry in self._free if entry[1] >= cutoff]
+            self.dropped_idle += len(idle)
+        return idle
