@@ -143,8 +143,8 @@ def section_targets(verdicts: Sequence[Verdict], profiles: Mapping[str, Doc]) ->
         link = ""
         if v.profiled and profile is not None:
             link = f"[{v.profile}](#profile-{v.profile})"
-        figure = v.figure + (f" — close: under {100 * MARGIN:.0f} % above the bar, profiled"
-                             if v.marginal else "")
+        close = f" — close: under {100 * MARGIN:.0f} % from the bar"
+        figure = v.figure + ((close + (", profiled" if v.profile else "")) if v.marginal else "")
         rows.append([v.mark, v.target, figure, link])
     lines += table(["", "target", "measured", "profile"], rows, "llll")
     met = sum(1 for v in verdicts if v.passed)
