@@ -17,8 +17,12 @@ Rules:
   that exits gets ``mark_process_dead``.  Its counters stay in the directory: totals do
   not drop when a worker is replaced.
 - A worker is ``python -m origin worker`` (``origin.worker``): its own interpreter,
-  uvloop event loop and app.  It is ready when it writes ``READY``; ``run_workers``
-  announces the URL once every worker is ready.
+  uvloop event loop and app.  Its environment caps glibc's malloc arenas at
+  ``WORKER_MALLOC_ARENAS`` (unless ``MALLOC_ARENA_MAX`` is set already): by default every
+  thread that allocates (the loop, the production threads, the default executor's) gets
+  an arena of its own, each keeping its freed memory, and a worker's resident memory
+  crept up by about 1 MB a minute under mixed traffic.  It is ready when it writes
+  ``READY``; ``run_workers`` announces the URL once every worker is ready.
 - A worker that exits while the pool runs is restarted after a capped exponential
   back-off (logged); ``MAX_START_FAILURES`` failures in a row to start one fail the
   pool and the parent exits non-zero.  At startup, any worker failing to start fails it.
@@ -56,6 +60,7 @@ FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 10.0
 STABLE_AFTER = 30.0  # seconds up after which a worker's exit starts the back-off afresh
 MAX_START_FAILURES = 5
+WORKER_MALLOC_ARENAS = "2"  # MALLOC_ARENA_MAX in a worker's environment (module rules)
 
 
 class WorkerStartFailed(Exception):
@@ -150,6 +155,7 @@ class WorkerPool:
     async def _spawn(self, slot: _Slot) -> None:
         spec = self._specs[slot.index]
         env = dict(os.environ, **{MULTIPROC_ENV: str(self._metrics_dir)})
+        env.setdefault("MALLOC_ARENA_MAX", WORKER_MALLOC_ARENAS)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "origin", "worker", "--log-level", spec.log_level,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)

@@ -95,6 +95,9 @@ async def test_both_workers_answer(media_copy: Path, tmp_path: Path) -> None:
     try:
         workers = worker_pids(server)
         assert len(workers) == 2 and server.proc.pid not in workers
+        for pid in workers:  # glibc's malloc arenas capped (origin.workers rules)
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert b"MALLOC_ARENA_MAX=2" in environ
         seen = await answering_pids(server.base, workers)
         assert seen == workers
         # Every worker serves protected content too (its own app, the shared licence module).
